@@ -1,0 +1,12 @@
+"""ANIL: Almost No Inner Loop (Raghu, Raghu, Bengio, Vinyals 2020, arXiv:1909.09157).
+
+Only the output layer adapts in the inner loop; the body is meta-learned in the outer loop but
+stays fixed during adaptation. The meta-gradient is exact second order through the head's steps.
+"""
+
+from engine.algorithms.base import Algorithm
+
+
+class ANIL(Algorithm):
+    name = "anil"
+    head_only = True

@@ -1,0 +1,12 @@
+"""MAML: Model-Agnostic Meta-Learning (Finn, Abbeel, Levine 2017, arXiv:1703.03400).
+
+theta' = theta - alpha * grad L_support(theta), repeated for every inner step; the outer loss is
+L_query(theta') and its gradient flows back through every inner step, Hessian terms included
+(exact second order). The implementation is the shared MAML-family core in ``base``.
+"""
+
+from engine.algorithms.base import Algorithm
+
+
+class MAML(Algorithm):
+    name = "maml"

@@ -1,0 +1,124 @@
+"""Meta-iterations per second: the engine against the plain per-task loop, in one run.
+
+The plain loop is the tutorial implementation every MAML course starts from: a Python loop over
+the meta-batch, ``torch.autograd.grad(..., create_graph=True)`` per task, the adapted parameters
+as a list, one ``backward`` on the summed query losses. The engine runs the same workload (same
+model, batch sizes, optimizer and sampling) through :class:`engine.trainer.MetaLearner`. Both
+include task sampling and the Adam step, so the ratio is what a user sees in ``maml-tui train``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as nnf
+
+from engine.config import AlgoConfig, RunConfig, TrainConfig
+from engine.model import MLP
+from engine.tasks import make_task_family
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    label: str
+    first_order: bool
+    inner_steps: int
+
+
+CASES = (
+    BenchCase("second-order, 1 step", False, 1),
+    BenchCase("first-order, 1 step", True, 1),
+    BenchCase("second-order, 5 steps", False, 5),
+)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    label: str
+    engine_its: float  # meta-iterations per second
+    loop_its: float  # the plain loop at its best thread count
+    engine_threads: int
+    loop_threads: int
+    loop_threads_tried: tuple[int, ...]
+
+    @property
+    def ratio(self) -> float:
+        return self.engine_its / self.loop_its
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def plain_loop_step(model: MLP, params: list[torch.Tensor], optimizer, batch, inner_lr: float, inner_steps: int, first_order: bool) -> float:
+    """One meta-iteration the tutorial way: a Python loop over tasks."""
+    optimizer.zero_grad()
+    total = 0.0
+    names = model.names
+    for t in range(batch.num_tasks):
+        fast = params
+        for _ in range(inner_steps):
+            prediction = model.forward(dict(zip(names, fast)), batch.x_support[t])
+            loss = nnf.mse_loss(prediction, batch.y_support[t])
+            grads = torch.autograd.grad(loss, fast, create_graph=not first_order)
+            fast = [p - inner_lr * g for p, g in zip(fast, grads)]
+        query = nnf.mse_loss(model.forward(dict(zip(names, fast)), batch.x_query[t]), batch.y_query[t])
+        (query / batch.num_tasks).backward()
+        total += float(query.detach())
+    optimizer.step()
+    return total / batch.num_tasks
+
+
+def _time(step, seconds: float) -> float:
+    for _ in range(3):
+        step()  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def run_benchmark(seconds: float = 3.0, device: str = "cpu", meta_batch_size: int = 25, shots: int = 10, query: int = 10, cases=CASES) -> list[BenchResult]:
+    """Time the engine and the plain loop on each case for ``seconds`` each.
+
+    The engine runs with its own thread choice; the plain loop is timed with one thread and with
+    torch's default and credited with the faster, so the ratio never flatters the engine.
+    """
+    from engine.trainer import MetaLearner  # local import: the trainer is the thing measured
+
+    default_threads = torch.get_num_threads()
+    thread_counts = tuple(sorted({1, default_threads})) if str(device).startswith("cpu") else (default_threads,)
+    results = []
+    try:
+        for case in cases:
+            algo = "fomaml" if case.first_order else "maml"
+            config = RunConfig(
+                algo=AlgoConfig(name=algo, inner_steps=case.inner_steps),
+                train=TrainConfig(meta_batch_size=meta_batch_size, shots=shots, query=query, log_every=10**9),
+            )
+            learner = MetaLearner(config, device=device)
+            engine_threads = torch.get_num_threads()
+            engine_its = _time(lambda: learner.outer_step(metrics=False), seconds)
+
+            best_its, best_threads = 0.0, thread_counts[0]
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                generator = torch.Generator(device=device).manual_seed(0)
+                model = MLP()
+                family = make_task_family("sinusoid", device=device)
+                params = [p.requires_grad_() for p in model.init(generator).values()]
+                optimizer = torch.optim.Adam(params, lr=1e-3)
+
+                def loop_step():
+                    batch = family.sample(meta_batch_size, shots, query, generator)
+                    plain_loop_step(model, params, optimizer, batch, 0.01, case.inner_steps, case.first_order)
+
+                its = _time(loop_step, seconds)
+                if its > best_its:
+                    best_its, best_threads = its, threads
+            results.append(BenchResult(case.label, engine_its, best_its, engine_threads, best_threads, thread_counts))
+    finally:
+        torch.set_num_threads(default_threads)
+    return results

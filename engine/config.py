@@ -1,0 +1,124 @@
+"""Frozen dataclass configs for a meta-learning run.
+
+A run is fully described by a :class:`RunConfig`: which task family, which model, which
+algorithm and how to train it. Configs are plain data (JSON round-trippable through
+:meth:`RunConfig.to_dict` / :meth:`RunConfig.from_dict`) so run directories, the CLI and the
+explorer all speak the same language. Validation lives here too: every user-facing entry point
+calls :meth:`RunConfig.validate` and turns its ``ValueError`` into one clear sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_NAMES = ("sinusoid", "linear", "quadratic", "sine_line", "harmonic", "tanh", "abs")
+ALGORITHM_NAMES = ("maml", "fomaml", "reptile", "anil", "metasgd", "pretrain", "scratch")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which task family to sample from; ``ranges`` overrides its parameter ranges."""
+
+    name: str = "sinusoid"  # one of TASK_NAMES
+    ranges: dict[str, Any] = field(default_factory=dict)  # e.g. {"amplitude": [0.1, 5.0]}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The functional MLP that every algorithm adapts."""
+
+    hidden: tuple[int, ...] = (40, 40)  # hidden layer widths; () is a linear model
+    activation: str = "relu"  # one of ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """The meta-learning algorithm and its inner loop."""
+
+    name: str = "maml"  # one of ALGORITHM_NAMES
+    inner_lr: float = 0.01  # alpha: step size of the inner (adaptation) SGD steps
+    inner_steps: int = 1  # inner gradient steps taken during meta-training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop: meta-batches, optimizer, logging and checkpoint cadence."""
+
+    steps: int = 70_000  # outer (meta) iterations
+    meta_batch_size: int = 25  # tasks per meta-batch
+    shots: int = 10  # K: support points per task
+    query: int = 10  # query points per task
+    outer_lr: float = 1e-3  # beta: Adam learning rate of the outer loop
+    seed: int = 0  # seeds parameter init and task sampling
+    log_every: int = 100  # outer steps between metric records
+    checkpoint_every: int = 5_000  # outer steps between periodic checkpoints
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to reproduce a run."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model"]["hidden"] = list(self.model.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        try:
+            model = dict(data.get("model", {}))
+            if "hidden" in model:
+                model["hidden"] = tuple(int(h) for h in model["hidden"])
+            return cls(
+                task=TaskConfig(**data.get("task", {})),
+                model=ModelConfig(**model),
+                algo=AlgoConfig(**data.get("algo", {})),
+                train=TrainConfig(**data.get("train", {})),
+            )
+        except TypeError as error:  # unknown or missing keys
+            raise ValueError(f"the run config is not valid: {error}") from None
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        """Return a copy with some fields changed, e.g. ``replace(algo={"inner_lr": 0.02})``."""
+        updated = {}
+        for name, changes in sections.items():
+            updated[name] = dataclasses.replace(getattr(self, name), **changes)
+        return dataclasses.replace(self, **updated)
+
+    def validate(self) -> "RunConfig":
+        """Raise ``ValueError`` with one clear sentence if any field is out of range."""
+        if self.task.name not in TASK_NAMES:
+            raise ValueError(f"unknown task family {self.task.name!r}; choose one of {', '.join(TASK_NAMES)}")
+        if self.algo.name not in ALGORITHM_NAMES:
+            raise ValueError(f"unknown algorithm {self.algo.name!r}; choose one of {', '.join(ALGORITHM_NAMES)}")
+        if self.model.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.model.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if any(h < 1 for h in self.model.hidden):
+            raise ValueError("hidden layer sizes must be positive integers")
+        positive = {
+            "--steps": self.train.steps + 1,  # 0 steps is allowed (evaluate the initialisation)
+            "--meta-batch": self.train.meta_batch_size,
+            "--shots": self.train.shots,
+            "--query": self.train.query,
+            "--inner-steps": self.algo.inner_steps + 1,  # 0 inner steps is allowed
+            "log_every": self.train.log_every,
+            "checkpoint_every": self.train.checkpoint_every,
+        }
+        for flag, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{flag} must be positive, got {value - 1 if flag in ('--steps', '--inner-steps') else value}")
+        if not self.algo.inner_lr > 0:
+            raise ValueError(f"--inner-lr must be positive, got {self.algo.inner_lr}")
+        if not self.train.outer_lr > 0:
+            raise ValueError(f"--outer-lr must be positive, got {self.train.outer_lr}")
+        if self.train.seed < 0:
+            raise ValueError(f"--seed must be zero or positive, got {self.train.seed}")
+        return self

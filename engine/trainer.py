@@ -1,0 +1,292 @@
+"""The outer loop: :class:`MetaLearner` (one step at a time) and :func:`train` (a whole run).
+
+``MetaLearner`` owns everything that changes during meta-training: the meta-parameters, the Adam
+optimizer, the task generator and the step counter. ``outer_step()`` samples a meta-batch, takes
+one meta-gradient step and (when asked) returns an :class:`OuterMetrics` of plain CPU numbers.
+The explorer calls it once per key press; :func:`train` calls it in a loop, logs metrics, saves
+checkpoints atomically and stops cleanly on request, on Ctrl-C or when the loss diverges. Both
+share the same code, so a run trained headless and one stepped by hand are the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.algorithms import Algorithm, make_algorithm
+from engine.config import RunConfig
+from engine.model import MLP, Params
+from engine.tasks import TaskBatch, TaskFamily, make_task_family
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be available."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but this torch build sees no CUDA device")
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps was asked for but MPS is not available here")
+    return resolved
+
+
+def resolve_threads(threads: int | None, device: torch.device, config: RunConfig) -> int:
+    """CPU threads for torch. Small meta-batches run fastest on ONE thread: each op is a few
+    microseconds of work and splitting it costs more than it saves (measured: 1 thread is up to
+    3x faster than 2 on the default workload). Bigger workloads get every core."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be positive, got {threads}")
+        return threads
+    if device.type != "cpu":
+        return 1
+    width = max(config.model.hidden, default=1)
+    points = config.train.meta_batch_size * (config.train.shots + config.train.query)
+    return 1 if width * width * points < 20_000_000 else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class OuterMetrics:
+    """One outer step's numbers, all plain Python floats (safe to send to a UI or a file)."""
+
+    step: int  # outer steps done after this one
+    query_loss_after: float  # mean query MSE after adaptation (the outer objective for MAML)
+    query_loss_before: float  # mean query MSE at theta, before adaptation
+    support_loss: float  # mean support MSE at theta
+    meta_grad_norm: float  # L2 norm of the whole meta-gradient
+    layer_grad_norms: dict[str, float] = field(default_factory=dict)  # per layer ("layer0", "lr.layer0", ...)
+    inner_grad_norms: list[float] = field(default_factory=list)  # per inner step, mean over tasks
+    learning_rates: dict[str, float] = field(default_factory=dict)  # Meta-SGD: mean learned rate per layer
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.query_loss_after, self.query_loss_before, self.meta_grad_norm))
+
+
+class DivergedError(RuntimeError):
+    """The loss or the meta-gradient became NaN or infinite (or exploded past a bound)."""
+
+
+EXPLODED = 1e8  # a loss above this on regression targets of scale ~5 means the run is lost
+
+
+class MetaLearner:
+    """The steppable meta-training state: params, optimizer, generator and step counter."""
+
+    def __init__(self, config: RunConfig, device: str | torch.device = "auto", threads: int | None = None):
+        self.config = config.validate()
+        self.device = resolve_device(device)
+        self.threads = resolve_threads(threads, self.device, config)
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        self.family: TaskFamily = make_task_family(config.task.name, device=self.device, **config.task.ranges)
+        self.model = MLP(config.model.hidden, config.model.activation)
+        self.algorithm: Algorithm = make_algorithm(config.algo.name, self.model, config.algo.inner_lr, config.algo.inner_steps)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
+        self.params: Params = {n: v.requires_grad_() for n, v in self.algorithm.init(self.generator).items()}
+        # fused Adam: one kernel for all tensors (3x faster than the for-loop Adam on this workload)
+        fused = self.device.type in ("cpu", "cuda", "mps")
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=config.train.outer_lr, fused=fused)
+        self.step = 0
+
+    @classmethod
+    def from_run(cls, path: str | Path, device: str | torch.device = "auto", threads: int | None = None) -> "MetaLearner":
+        """A learner restored from a run directory (or checkpoint file), ready to step or evaluate."""
+        from engine.checkpoint import load_run
+
+        target = resolve_device(device)
+        config, state = load_run(path, target)
+        learner = cls(config, target, threads)
+        learner.load_state_dict(state)
+        return learner
+
+    def sample_batch(self) -> TaskBatch:
+        train = self.config.train
+        return self.family.sample(train.meta_batch_size, train.shots, train.query, self.generator)
+
+    def outer_step(self, metrics: bool = True, batch: TaskBatch | None = None) -> OuterMetrics | None:
+        """One meta-update on a fresh meta-batch; metrics (plain floats) when ``metrics``."""
+        batch = self.sample_batch() if batch is None else batch
+        result = self.algorithm.meta_step(self.params, batch, metrics=metrics)
+        if self.algorithm.trainable:
+            for name, value in self.params.items():
+                value.grad = result.grads[name]
+            self.optimizer.step()
+        self.step += 1
+        if not metrics:
+            return None
+        return self._metrics(result)
+
+    def _metrics(self, result) -> OuterMetrics:
+        with torch.no_grad():
+            layers: dict[str, list[torch.Tensor]] = {}
+            for name, grad in result.grads.items():
+                layers.setdefault(name.rsplit(".", 1)[0], []).append(grad.pow(2).sum())
+            layer_norms = {layer: torch.stack(parts).sum().sqrt() for layer, parts in layers.items()}
+            total = torch.stack(list(layer_norms.values())).pow(2).sum().sqrt()
+            rates = {n[3:].rsplit(".", 1)[0]: v for n, v in self.params.items() if n.startswith("lr.") and n.endswith("weight")}
+            # one device-to-host transfer for everything
+            scalars = [result.loss, result.query_loss_before, result.support_loss, total, *layer_norms.values(),
+                       *result.inner_grad_norms, *(v.detach().mean() for v in rates.values())]
+            values = torch.stack([s.detach().float().reshape(()) for s in scalars]).tolist()
+        n_layers, n_inner = len(layer_norms), len(result.inner_grad_norms)
+        return OuterMetrics(
+            step=self.step,
+            query_loss_after=values[0],
+            query_loss_before=values[1],
+            support_loss=values[2],
+            meta_grad_norm=values[3],
+            layer_grad_norms=dict(zip(layer_norms, values[4:4 + n_layers])),
+            inner_grad_norms=values[4 + n_layers:4 + n_layers + n_inner],
+            learning_rates=dict(zip(rates, values[4 + n_layers + n_inner:])),
+        )
+
+    # -- state ----------------------------------------------------------------------------------
+    def parameters(self) -> Params:
+        """Detached meta-parameters (on the learner's device)."""
+        return {n: v.detach() for n, v in self.params.items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "params": {n: v.detach().clone() for n, v in self.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"tasks": self.generator.get_state(), "device": self.device.type},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.params) - set(state["params"])
+        if missing:
+            raise ValueError(f"the checkpoint lacks parameters {sorted(missing)}; it was made for another model or algorithm")
+        with torch.no_grad():
+            for name, value in self.params.items():
+                source = state["params"][name]
+                if tuple(source.shape) != tuple(value.shape):
+                    raise ValueError(f"parameter {name} has shape {tuple(source.shape)} in the checkpoint but {tuple(value.shape)} in this model")
+                value.copy_(source.to(value.device))
+        if state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        rng = state.get("rng", {})
+        if rng.get("device") == self.device.type and "tasks" in rng:
+            self.generator.set_state(rng["tasks"].cpu())
+        else:  # another device: its generator state does not transfer; reseed deterministically
+            self.generator.manual_seed(self.config.train.seed + int(state["step"]))
+        self.step = int(state["step"])
+
+
+# -- the headless run ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainEvent:
+    """What :func:`train` reports through its callback."""
+
+    kind: str  # "start", "log", "checkpoint", "end"
+    step: int
+    total: int
+    metrics: OuterMetrics | None = None
+    its_per_second: float = 0.0
+    message: str = ""
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    resume: bool = False,
+    steps: int | None = None,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainEvent:
+    """Train (or resume) a run directory up to ``steps`` total outer steps (default: the config's).
+
+    Returns the final event; its ``kind`` is "end" and ``message`` says why it stopped:
+    "finished", "interrupted" (Ctrl-C or ``should_stop``) or "diverged: ..." (a
+    :class:`DivergedError` is raised after the event is sent, the last good checkpoint intact).
+    """
+    from engine import checkpoint
+
+    emit = on_event or (lambda event: None)
+    run = checkpoint.RunDirectory(run_dir)
+    if resume:
+        stored = run.load_config()
+        config = stored if steps is None else stored.replace(train={"steps": steps})
+        learner = MetaLearner(config, device, threads)
+        learner.load_state_dict(run.load_checkpoint(map_location=learner.device))
+        run.truncate_metrics(learner.step)
+    else:
+        config = config if steps is None else config.replace(train={"steps": steps})
+        learner = MetaLearner(config, device, threads)
+        run.create(config)
+    total = config.train.steps
+    log_every, checkpoint_every = config.train.log_every, config.train.checkpoint_every
+    emit(TrainEvent("start", learner.step, total, message=str(run.path)))
+
+    def save(reason: str) -> None:
+        if not _params_finite(learner):  # never overwrite the last good checkpoint with NaNs
+            message = f"diverged before step {learner.step}: the parameters are not finite; the last good checkpoint is kept"
+            emit(TrainEvent("end", learner.step, total, message=message))
+            raise DivergedError(message)
+        run.save_checkpoint(learner.state_dict(), config)
+        emit(TrainEvent("checkpoint", learner.step, total, message=reason))
+
+    if not learner.algorithm.trainable:
+        save("nothing to train")
+        end = TrainEvent("end", learner.step, total, message=f"{config.algo.name} has nothing to meta-train; saved its initialisation")
+        emit(end)
+        return end
+
+    if not resume:
+        save("initial")
+    window_start, window_steps = time.perf_counter(), 0
+    its = 0.0
+    reason = "finished"
+    try:
+        while learner.step < total:
+            if should_stop is not None and should_stop():
+                reason = "interrupted"
+                break
+            log_now = (learner.step + 1) % log_every == 0 or learner.step + 1 == total
+            metrics = learner.outer_step(metrics=log_now)
+            window_steps += 1
+            if metrics is not None:
+                elapsed = time.perf_counter() - window_start
+                its = window_steps / elapsed if elapsed > 0 else 0.0
+                window_start, window_steps = time.perf_counter(), 0
+                if not metrics.finite or metrics.query_loss_after > EXPLODED:
+                    message = (f"diverged at step {learner.step}: query loss {metrics.query_loss_after:.3g}, "
+                               f"meta-gradient norm {metrics.meta_grad_norm:.3g}; the last good checkpoint is kept")
+                    end = TrainEvent("end", learner.step, total, metrics, its, message=message)
+                    emit(end)
+                    raise DivergedError(message)
+                run.append_metrics(metrics, its)
+                emit(TrainEvent("log", learner.step, total, metrics, its))
+            if learner.step % checkpoint_every == 0 and learner.step < total:
+                save("periodic")
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    save("final" if reason == "finished" else "interrupted")
+    end = TrainEvent("end", learner.step, total, its_per_second=its, message=reason)
+    emit(end)
+    return end
+
+
+def _params_finite(learner: MetaLearner) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in learner.params.values())

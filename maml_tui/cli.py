@@ -1,0 +1,287 @@
+"""The ``maml-tui`` command: thin typer commands over the engine.
+
+With no command it opens the live explorer. ``train``, ``eval``, ``bench`` and ``info`` are the
+headless modes for scripts and GPU boxes. Every command only translates flags into an engine
+config and calls one engine function; user errors end in one sentence on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="maml-tui",
+    help="A live terminal explorer and a fast engine for MAML and its family.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """End the command with one clear sentence on stderr."""
+    message = message[0].upper() + message[1:] if message else message
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    text = text.strip()
+    if text in ("", "none", "0"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        fail(f"--hidden must be comma-separated layer widths such as 40,40, got {text!r}")
+    if any(size < 1 for size in sizes):
+        fail(f"--hidden widths must be positive, got {text!r}")
+    return sizes
+
+
+# -- explorer ------------------------------------------------------------------------------------
+@app.callback()
+def root(
+    ctx: typer.Context,
+    ascii_mode: Annotated[bool, typer.Option("--ascii", help="Draw plots without braille (for fonts that lack it).")] = False,
+    device: Annotated[str, typer.Option(help="Engine device: auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """With no command, open the live explorer."""
+    if ctx.invoked_subcommand is None:
+        _run_explorer(None, ascii_mode, device)
+
+
+@app.command()
+def explore(
+    run: Annotated[Optional[Path], typer.Argument(help="Run directory (or checkpoint file) to open.")] = None,
+    ascii_mode: Annotated[bool, typer.Option("--ascii", help="Draw plots without braille (for fonts that lack it).")] = False,
+    device: Annotated[str, typer.Option(help="Engine device: auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """Open the live explorer, optionally on a run directory's checkpoint."""
+    _run_explorer(run, ascii_mode, device)
+
+
+def _run_explorer(run: Path | None, ascii_mode: bool, device: str) -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("the explorer needs an interactive terminal (a TTY); use 'maml-tui train' or 'maml-tui eval' for headless runs")
+    if run is not None and not run.exists():
+        fail(f"{run} does not exist")
+    from maml_tui.app import run_explorer
+
+    code = run_explorer(run=run, ascii_mode=ascii_mode, device=device)
+    if code:
+        raise typer.Exit(code)
+
+
+# -- train ---------------------------------------------------------------------------------------
+@app.command()
+def train(
+    task: Annotated[str, typer.Option(help="Task family: sinusoid, linear, quadratic, sine_line, harmonic, tanh, abs.")] = "sinusoid",
+    algo: Annotated[str, typer.Option(help="Algorithm: maml, fomaml, reptile, anil, metasgd, pretrain, scratch.")] = "maml",
+    steps: Annotated[Optional[int], typer.Option(help="Outer steps in total [default: 70000; with --resume, the run's own].")] = None,
+    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch.")] = 25,
+    shots: Annotated[int, typer.Option(help="Support points per task (K).")] = 10,
+    query: Annotated[int, typer.Option(help="Query points per task.")] = 10,
+    inner_steps: Annotated[int, typer.Option(help="Inner gradient steps during meta-training.")] = 1,
+    inner_lr: Annotated[float, typer.Option(help="Inner learning rate (alpha).")] = 0.01,
+    outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta).")] = 1e-3,
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "40,40",
+    activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and task sampling.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: 1 for small workloads, where it is fastest].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to create [default: runs/TASK-ALGO-TIME].")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory exactly where it stopped.")] = None,
+    log_every: Annotated[int, typer.Option(help="Outer steps between metric records.")] = 100,
+    checkpoint_every: Annotated[int, typer.Option(help="Outer steps between periodic checkpoints.")] = 5000,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only the run directory.")] = False,
+) -> None:
+    """Meta-train a model headless and write a run directory (config, metrics, checkpoint)."""
+    from engine.checkpoint import RunError
+    from engine.config import AlgoConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
+    from engine.trainer import DivergedError, train as run_training
+
+    if steps is not None and steps < 0:
+        fail(f"--steps must not be negative, got {steps}")
+    if resume is not None:
+        run_dir, config = resume, None
+    else:
+        config = RunConfig(
+            task=TaskConfig(name=task),
+            model=ModelConfig(hidden=_parse_hidden(hidden), activation=activation),
+            algo=AlgoConfig(name=algo, inner_lr=inner_lr, inner_steps=inner_steps),
+            train=TrainConfig(
+                steps=70_000 if steps is None else steps, meta_batch_size=meta_batch, shots=shots, query=query,
+                outer_lr=outer_lr, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+            ),
+        )
+        try:
+            config.validate()
+        except ValueError as error:
+            fail(str(error))
+        run_dir = out or Path("runs") / f"{task}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    from maml_tui.progress import TrainProgress
+
+    progress = TrainProgress(console, quiet=quiet)
+    try:
+        with progress:
+            end = run_training(config, run_dir, device=device, threads=threads, resume=resume is not None,
+                               steps=steps, on_event=progress.on_event)
+    except DivergedError as error:
+        fail(str(error))
+    except (RunError, ValueError) as error:
+        fail(str(error))
+    if quiet:
+        console.print(str(run_dir), highlight=False)
+    else:
+        console.print(f"{end.message}: step {end.step:,} of {end.total:,}. Run directory: [bold]{run_dir}[/]")
+    if end.message == "interrupted":
+        errors.print(f"Interrupted; resume with: maml-tui train --resume {run_dir}", highlight=False)
+        raise typer.Exit(130)
+
+
+# -- eval ----------------------------------------------------------------------------------------
+@app.command("eval")
+def evaluate_runs(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or checkpoint files) to evaluate.")],
+    shots: Annotated[int, typer.Option(help="Support points per test task (K).")] = 5,
+    steps: Annotated[int, typer.Option(help="Evaluate after 0..STEPS inner steps.")] = 10,
+    tasks: Annotated[int, typer.Option(help="Fresh test tasks.")] = 600,
+    query: Annotated[int, typer.Option(help="Query points per test task.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the test tasks.")] = 12345,
+    inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate [default: each run's own].")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+) -> None:
+    """Meta-test runs with the paper protocol: MSE mean and 95% CI after each inner step."""
+    from engine.checkpoint import RunError
+    from engine.evaluate import evaluate
+    from engine.trainer import MetaLearner, resolve_device
+
+    for flag, value in (("--shots", shots), ("--tasks", tasks), ("--query", query)):
+        if value < 1:
+            fail(f"{flag} must be positive, got {value}")
+    if steps < 0:
+        fail(f"--steps must not be negative, got {steps}")
+    if inner_lr is not None and not inner_lr > 0:
+        fail(f"--inner-lr must be positive, got {inner_lr}")
+    try:
+        target = resolve_device(device)
+    except ValueError as error:
+        fail(str(error))
+    results = []
+    for run in runs:
+        try:
+            learner = MetaLearner.from_run(run, target)
+        except (RunError, ValueError) as error:
+            fail(str(error))
+        config = learner.config
+        result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=shots, steps=steps, tasks=tasks, query=query, seed=seed, inner_lr=inner_lr)
+        results.append((str(run), config, result))
+    if as_json:
+        document = {"runs": [{"run": run, **result.to_dict()} for run, _, result in results]}
+        typer.echo(json.dumps(document))
+        return
+    table = Table(title=f"Meta-test MSE, mean ± 95% CI ({tasks} tasks, {shots} shots, {query} query points)")
+    table.add_column("step", justify="right")
+    for run, config, result in results:
+        table.add_column(f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}", justify="right")
+    for index, step in enumerate(range(steps + 1)):
+        table.add_row(str(step), *(f"{r.mse_mean[index]:.3f} ± {r.mse_ci95[index]:.3f}" for _, _, r in results))
+    console.print(table)
+
+
+# -- bench ---------------------------------------------------------------------------------------
+@app.command()
+def bench(
+    seconds: Annotated[float, typer.Option(help="Seconds to time each implementation on each case.")] = 3.0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch.")] = 25,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+) -> None:
+    """Meta-iterations per second: the engine against the plain per-task loop, side by side."""
+    import platform
+
+    import torch
+
+    from engine.benchmark import run_benchmark
+    from engine.trainer import resolve_device
+
+    if not seconds > 0:
+        fail(f"--seconds must be positive, got {seconds}")
+    if meta_batch < 1:
+        fail(f"--meta-batch must be positive, got {meta_batch}")
+    try:
+        target = resolve_device(device)
+    except ValueError as error:
+        fail(str(error))
+    with console.status("timing the engine and the plain loop..."):
+        results = run_benchmark(seconds=seconds, device=str(target), meta_batch_size=meta_batch)
+    table = Table(title=f"meta-iterations per second on {target} (sinusoid, 1-40-40-1, meta-batch {meta_batch}, 10 shots)")
+    for column in ("case", "engine", "plain loop", "speed-up"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for r in results:
+        table.add_row(r.label, f"{r.engine_its:,.0f}", f"{r.loop_its:,.1f}", f"{r.ratio:.1f}x")
+    console.print(table)
+    console.print(f"engine threads: {results[0].engine_threads}; plain loop: best of {results[0].loop_threads_tried} threads "
+                  f"(took {results[0].loop_threads}). torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    if out is not None:
+        document = {"device": str(target), "torch": torch.__version__, "meta_batch": meta_batch, "seconds": seconds,
+                    "cases": [r.to_dict() for r in results]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# -- info ----------------------------------------------------------------------------------------
+@app.command()
+def info(device: Annotated[str, typer.Option(help="Device to resolve: auto, cpu, cuda, cuda:N or mps.")] = "auto") -> None:
+    """Versions, the device the engine would use, and its thread count."""
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from engine.config import RunConfig
+    from engine.trainer import resolve_device, resolve_threads
+
+    try:
+        target = resolve_device(device)
+    except ValueError as error:
+        fail(str(error))
+    table = Table(show_header=False, title="maml-tui")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for package in ("maml-tui", "torch", "textual", "textual-plotext", "plotext", "rich", "typer"):
+        try:
+            table.add_row(package, version(package))
+        except PackageNotFoundError:
+            table.add_row(package, "not installed")
+    table.add_row("python", platform.python_version())
+    table.add_row("device", str(target))
+    table.add_row("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available")
+    mps = getattr(torch.backends, "mps", None)
+    table.add_row("mps", "available" if mps is not None and mps.is_available() else "not available")
+    table.add_row("cpu cores", str(os.cpu_count()))
+    table.add_row("torch threads (default)", str(torch.get_num_threads()))
+    table.add_row("engine threads (default run)", str(resolve_threads(None, target, RunConfig())))
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
