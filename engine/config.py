@@ -32,6 +32,7 @@ class ModelConfig:
 
     hidden: tuple[int, ...] = (40, 40)  # hidden layer widths; () is a linear model
     activation: str = "relu"  # one of ACTIVATIONS
+    init: str = "torch"  # "torch" (nn.Linear default) or "finn" (MAML reference code: N(0, 0.01), zero bias)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class RunConfig:
             raise ValueError(f"unknown algorithm {self.algo.name!r}; choose one of {', '.join(ALGORITHM_NAMES)}")
         if self.model.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.model.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.model.init not in ("torch", "finn"):
+            raise ValueError(f"unknown initialisation {self.model.init!r}; choose torch or finn")
         if any(h < 1 for h in self.model.hidden):
             raise ValueError("hidden layer sizes must be positive integers")
         positive = {

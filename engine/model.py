@@ -29,6 +29,9 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+INITS = ("torch", "finn")
+
+
 def _derivative_from_output(name: str, h: Tensor) -> Tensor | None:
     """d act / d z written in terms of the activation's output h (None if not expressible)."""
     if name == "relu":
@@ -43,7 +46,10 @@ def _derivative_from_output(name: str, h: Tensor) -> Tensor | None:
 class MLP:
     """A fully connected network ``in -> hidden... -> out`` with a functional interface."""
 
-    def __init__(self, hidden: Iterable[int] = (40, 40), activation: str = "relu", in_features: int = 1, out_features: int = 1):
+    def __init__(self, hidden: Iterable[int] = (40, 40), activation: str = "relu", in_features: int = 1, out_features: int = 1, init: str = "torch"):
+        if init not in INITS:
+            raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+        self.init_scheme = init
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
         self.hidden = tuple(int(h) for h in hidden)
@@ -69,13 +75,25 @@ class MLP:
         return sum(math.prod(shape) for shape in self.shapes().values())
 
     def init(self, generator: torch.Generator, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Params:
-        """PyTorch's default ``nn.Linear`` initialisation, U(-1/sqrt(in), 1/sqrt(in)), seeded."""
+        """Seeded initial parameters.
+
+        ``torch``: PyTorch's ``nn.Linear`` default, U(-1/sqrt(in), 1/sqrt(in)) for weights and biases.
+        ``finn``: the MAML reference code's, weights from a normal with std 0.01 truncated at two
+        standard deviations and zero biases.
+        """
         device = generator.device if device is None else torch.device(device)
         params = {}
         for name, shape in self.shapes().items():
-            bound = 1.0 / math.sqrt(self.sizes[int(name[5:].split(".")[0])])
-            value = torch.rand(shape, generator=generator, device=device, dtype=dtype) * (2 * bound) - bound
-            params[name] = value
+            fan_in = self.sizes[int(name[5:].split(".")[0])]
+            if self.init_scheme == "finn":
+                if name.endswith("bias"):
+                    params[name] = torch.zeros(shape, device=device, dtype=dtype)
+                else:
+                    value = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+                    params[name] = torch.fmod(value, 2.0) * 0.01  # cheap truncation to [-2, 2] std
+            else:
+                bound = 1.0 / math.sqrt(fan_in)
+                params[name] = torch.rand(shape, generator=generator, device=device, dtype=dtype) * (2 * bound) - bound
         return params
 
     # -- forward --------------------------------------------------------------------------------

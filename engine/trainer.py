@@ -98,7 +98,7 @@ class MetaLearner:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         self.family: TaskFamily = make_task_family(config.task.name, device=self.device, **config.task.ranges)
-        self.model = MLP(config.model.hidden, config.model.activation)
+        self.model = MLP(config.model.hidden, config.model.activation, init=config.model.init)
         self.algorithm: Algorithm = make_algorithm(config.algo.name, self.model, config.algo.inner_lr, config.algo.inner_steps)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.params: Params = {n: v.requires_grad_() for n, v in self.algorithm.init(self.generator).items()}

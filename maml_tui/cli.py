@@ -26,7 +26,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -97,6 +97,7 @@ def train(
     outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta).")] = 1e-3,
     hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "40,40",
     activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
+    init: Annotated[str, typer.Option(help="Initialisation: torch (nn.Linear default) or finn (MAML reference code).")] = "torch",
     seed: Annotated[int, typer.Option(help="Seed for initialisation and task sampling.")] = 0,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: 1 for small workloads, where it is fastest].")] = None,
@@ -109,16 +110,30 @@ def train(
     """Meta-train a model headless and write a run directory (config, metrics, checkpoint)."""
     from engine.checkpoint import RunError
     from engine.config import AlgoConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
-    from engine.trainer import DivergedError, train as run_training
+    from engine.trainer import DivergedError, resolve_device, train as run_training
 
     if steps is not None and steps < 0:
         fail(f"--steps must not be negative, got {steps}")
+    if threads is not None and threads < 1:
+        fail(f"--threads must be positive, got {threads}")
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        fail(str(error))
+    if resume is not None:
+        from engine.checkpoint import RunDirectory
+
+        try:
+            RunDirectory(resume).load_config()
+            RunDirectory(resume).load_checkpoint()
+        except RunError as error:
+            fail(str(error))
     if resume is not None:
         run_dir, config = resume, None
     else:
         config = RunConfig(
             task=TaskConfig(name=task),
-            model=ModelConfig(hidden=_parse_hidden(hidden), activation=activation),
+            model=ModelConfig(hidden=_parse_hidden(hidden), activation=activation, init=init),
             algo=AlgoConfig(name=algo, inner_lr=inner_lr, inner_steps=inner_steps),
             train=TrainConfig(
                 steps=70_000 if steps is None else steps, meta_batch_size=meta_batch, shots=shots, query=query,

@@ -1,0 +1,137 @@
+"""The headless CLI through typer's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from maml_tui.cli import app
+
+runner = CliRunner()
+SMALL = ["--meta-batch", "4", "--shots", "5", "--query", "5", "--hidden", "16,16", "--log-every", "10", "--quiet"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_then_eval_json(tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", "--steps", 30, "--out", run, *SMALL)
+    assert result.exit_code == 0, result.output
+    assert str(run) in result.output
+    assert (run / "checkpoint.pt").is_file() and (run / "config.json").is_file()
+    result = invoke("eval", run, run, "--shots", 3, "--steps", 2, "--tasks", 20, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert len(document["runs"]) == 2
+    entry = document["runs"][0]
+    assert {"run", "algorithm", "shots", "tasks", "steps", "mse_mean", "mse_ci95"} <= set(entry)
+    assert entry["algorithm"] == "maml" and entry["shots"] == 3 and entry["tasks"] == 20
+    assert entry["steps"] == [0, 1, 2] and len(entry["mse_mean"]) == len(entry["mse_ci95"]) == 3
+
+
+def test_eval_table_and_resume(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "--steps", 20, "--out", run, *SMALL).exit_code == 0
+    result = invoke("train", "--resume", run, "--steps", 40, "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [10, 20, 30, 40]
+    result = invoke("eval", run, "--tasks", 10, "--steps", 1)
+    assert result.exit_code == 0 and "±" in result.output and "maml" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--steps", "-5"], "--steps must not be negative"),
+        (["train", "--meta-batch", "0"], "--meta-batch must be positive"),
+        (["train", "--task", "spiral"], "unknown task family 'spiral'"),
+        (["train", "--algo", "protonet"], "unknown algorithm 'protonet'"),
+        (["train", "--inner-lr", "0"], "--inner-lr must be positive"),
+        (["train", "--hidden", "40,abc"], "--hidden must be comma-separated"),
+        (["train", "--device", "tpu"], "unknown device"),
+        (["train", "--resume", "/nonexistent/run"], "not a run directory"),
+        (["eval", "/nonexistent/run"], "not a run directory"),
+        (["eval", ".", "--shots", "0"], "--shots must be positive"),
+        (["bench", "--seconds", "0"], "--seconds must be positive"),
+    ],
+)
+def test_bad_input_gives_one_sentence_and_exit_1(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert message.lower() in result.output.lower()
+    assert result.output.count("\n") == 1  # one sentence, one line
+    assert "Traceback" not in result.output
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "--steps", 10, "--out", run, *SMALL).exit_code == 0
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    result = invoke("eval", run)
+    assert result.exit_code == 1 and "not a readable checkpoint" in result.output
+    assert (run / "checkpoint.pt").read_bytes() == b"garbage"  # nothing overwritten
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "--steps", 10, "--out", run, *SMALL).exit_code == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    result = invoke("train", "--steps", 10, "--out", run, *SMALL)
+    assert result.exit_code == 1 and "already holds a run" in result.output
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_diverging_training_exits_1_and_keeps_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", "--steps", 200, "--out", run, "--inner-lr", "1e6", "--log-every", 1,
+                    "--meta-batch", 4, "--hidden", "8", "--quiet")
+    assert result.exit_code == 1 and "diverged" in result.output.lower(), result.output
+    from engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 0  # the initial, finite parameters
+
+
+def test_scratch_has_nothing_to_train(tmp_path):
+    result = invoke("train", "--algo", "scratch", "--out", tmp_path / "run", *SMALL)
+    assert result.exit_code == 0 and (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert invoke("eval", tmp_path / "run", "--tasks", 5, "--json").exit_code == 0
+
+
+def test_info_and_bench():
+    result = invoke("info")
+    assert result.exit_code == 0 and "torch" in result.output and "device" in result.output
+    result = invoke("bench", "--seconds", "0.05", "--meta-batch", "2")
+    assert result.exit_code == 0, result.output
+    for case in ("second-order, 1 step", "first-order, 1 step", "second-order, 5 steps"):
+        assert case in result.output
+
+
+def test_subprocess_train_and_eval(tmp_path):
+    env = {**os.environ, "COLUMNS": "120"}
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--steps", "20", "--out", str(run), *SMALL],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(str(run))
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "eval", str(run), "--tasks", "5", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout)["runs"][0]["tasks"] == 5
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--shots", "-1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "--shots must be positive" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_explorer_refuses_without_a_tty():
+    done = subprocess.run([sys.executable, "-m", "maml_tui"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert "needs an interactive terminal" in done.stderr
+    assert "\x1b[?1049h" not in done.stdout  # never switched to the alternate screen

@@ -1,0 +1,50 @@
+"""The meta-test protocol: step 0 is theta, the CI is 1.96 std / sqrt(N), tasks are seeded."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as nnf
+
+import engine
+from engine.evaluate import evaluate
+
+
+def test_evaluation_follows_the_protocol():
+    model = engine.MLP(hidden=(16, 16))
+    algorithm = engine.make_algorithm("maml", model, inner_lr=0.02)
+    params = model.init(torch.Generator().manual_seed(0))
+    result = evaluate(algorithm, params, "sinusoid", shots=5, steps=3, tasks=50, query=20, seed=7)
+    assert result.steps == [0, 1, 2, 3] and result.tasks == 50 and result.inner_lr == 0.02
+    family = engine.make_task_family("sinusoid")
+    batch = family.sample(50, 5, 20, torch.Generator().manual_seed(7))
+    per_task = torch.stack([nnf.mse_loss(model.forward(params, batch.x_query[t]), batch.y_query[t]) for t in range(50)]).double()
+    assert result.mse_mean[0] == pytest.approx(float(per_task.mean()), rel=1e-5)
+    assert result.mse_ci95[0] == pytest.approx(1.96 * float(per_task.std()) / math.sqrt(50), rel=1e-4)
+    assert result.mse_mean[3] < result.mse_mean[0]
+    again = evaluate(algorithm, params, "sinusoid", shots=5, steps=3, tasks=50, query=20, seed=7)
+    assert again == result
+    override = evaluate(algorithm, params, "sinusoid", shots=5, steps=3, tasks=50, query=20, seed=7, inner_lr=0.001)
+    assert override.inner_lr == 0.001 and override.mse_mean[0] == result.mse_mean[0] and override.mse_mean[3] != result.mse_mean[3]
+
+
+def test_chunked_evaluation_equals_one_batch():
+    model = engine.MLP(hidden=(8,))
+    algorithm = engine.make_algorithm("anil", model)
+    params = model.init(torch.Generator().manual_seed(0))
+    whole = evaluate(algorithm, params, tasks=30, steps=2)
+    chunked = evaluate(algorithm, params, tasks=30, steps=2, chunk=7)
+    for a, b in zip(whole.mse_mean, chunked.mse_mean):
+        assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_bad_arguments_are_refused():
+    model = engine.MLP(hidden=(4,))
+    algorithm = engine.make_algorithm("maml", model)
+    params = model.init(torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError):
+        evaluate(algorithm, params, shots=0)
+    with pytest.raises(ValueError):
+        evaluate(algorithm, params, inner_lr=-1.0)
