@@ -70,13 +70,20 @@ def plain_loop_step(model: MLP, params: list[torch.Tensor], optimizer, batch, in
     return total / batch.num_tasks
 
 
-def _time(step, seconds: float) -> float:
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time(step, seconds: float, device: str = "cpu") -> float:
     for _ in range(3):
         step()  # warm-up
+    _sync(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
         count += 1
+    _sync(device)  # GPU work is asynchronous: count it before stopping the clock
     return count / (time.perf_counter() - start)
 
 
@@ -100,7 +107,7 @@ def run_benchmark(seconds: float = 3.0, device: str = "cpu", meta_batch_size: in
             )
             learner = MetaLearner(config, device=device)
             engine_threads = torch.get_num_threads()
-            engine_its = _time(lambda: learner.outer_step(metrics=False), seconds)
+            engine_its = _time(lambda: learner.outer_step(metrics=False), seconds, device)
 
             best_its, best_threads = 0.0, thread_counts[0]
             for threads in thread_counts:
@@ -115,7 +122,7 @@ def run_benchmark(seconds: float = 3.0, device: str = "cpu", meta_batch_size: in
                     batch = family.sample(meta_batch_size, shots, query, generator)
                     plain_loop_step(model, params, optimizer, batch, 0.01, case.inner_steps, case.first_order)
 
-                its = _time(loop_step, seconds)
+                its = _time(loop_step, seconds, device)
                 if its > best_its:
                     best_its, best_threads = its, threads
             results.append(BenchResult(case.label, engine_its, best_its, engine_threads, best_threads, thread_counts))

@@ -135,3 +135,28 @@ def test_explorer_refuses_without_a_tty():
     assert done.returncode == 1
     assert "needs an interactive terminal" in done.stderr
     assert "\x1b[?1049h" not in done.stdout  # never switched to the alternate screen
+
+
+def test_ctrl_c_saves_an_exact_checkpoint_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "maml_tui", "train", "--steps", "10000000", "--out", str(run),
+                                "--meta-batch", "4", "--hidden", "8", "--log-every", "10", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    metrics = run / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"--resume {run}" in stderr and "Traceback" not in stderr
+    from engine.checkpoint import load_checkpoint
+
+    step = load_checkpoint(run / "checkpoint.pt")["step"]
+    assert step > 0
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--resume", str(run), "--steps", str(step + 5), "--quiet"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and load_checkpoint(run / "checkpoint.pt")["step"] == step + 5
