@@ -12,6 +12,7 @@ from engine.algorithms.base import AdaptHistory
 from tests.conftest import make_problem
 
 BACKENDS = ("lowrank", "closed_form", "torch.func")
+ONE_STEP_RELU_BACKENDS = ("fused", "auto")  # the hand-written outer backward (auto picks it here)
 
 
 def loop_meta_loss(model, params, batch, inner_lr, steps, first_order=False, names=None, rates=None):
@@ -216,3 +217,43 @@ def test_adapt_history_lowers_the_support_loss_and_records_every_step():
         torch.testing.assert_close(history.params[1][name][0], params[name] - 0.02 * grads[name])
     norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
     torch.testing.assert_close(history.grad_norm[0][0], norm)
+
+
+@pytest.mark.parametrize("backend", ONE_STEP_RELU_BACKENDS)
+@pytest.mark.parametrize("algo", ["maml", "fomaml"])
+@pytest.mark.parametrize("hidden", [(8, 8), (5, 7, 6)])
+def test_fused_one_step_path_matches_the_plain_loop(backend, algo, hidden):
+    model, params, batch = make_problem(hidden=hidden)
+    algorithm = engine.make_algorithm(algo, model, inner_lr=0.05, inner_steps=1, backend=backend)
+    assert algorithm._use_fused(algorithm.learning_rates(params))
+    loss, grads = algorithm.meta_gradient(params, batch)
+    reference_params = leaves(params)
+    reference = loop_meta_loss(model, reference_params, batch, 0.05, 1, first_order=algo == "fomaml")
+    torch.testing.assert_close(loss, reference.detach(), rtol=1e-10, atol=1e-12)
+    for name, expected in zip(reference_params, torch.autograd.grad(reference, list(reference_params.values()))):
+        torch.testing.assert_close(grads[name], expected, rtol=1e-9, atol=1e-11)
+
+
+def test_fused_one_step_path_against_finite_differences():
+    model, params, batch = make_problem(hidden=(6, 6))
+    algorithm = engine.make_algorithm("maml", model, inner_lr=0.1, inner_steps=1, backend="fused")
+    _, grads = algorithm.meta_gradient(params, batch)
+    generator = torch.Generator().manual_seed(2)
+    eps = 1e-6
+    for _ in range(3):
+        direction = {n: torch.randn(v.shape, generator=generator, dtype=v.dtype) for n, v in params.items()}
+        plus = {n: params[n] + eps * direction[n] for n in params}
+        minus = {n: params[n] - eps * direction[n] for n in params}
+        numeric = (algorithm.meta_gradient(plus, batch)[0] - algorithm.meta_gradient(minus, batch)[0]) / (2 * eps)
+        analytic = sum((grads[n] * direction[n]).sum() for n in params)
+        assert abs(float(analytic - numeric)) < 1e-7 * max(1.0, abs(float(numeric)))
+
+
+def test_fused_backend_refuses_what_it_does_not_cover():
+    model = engine.MLP(hidden=(4,))
+    with pytest.raises(ValueError, match="fused backend"):
+        engine.make_algorithm("maml", model, inner_steps=2, backend="fused")
+    with pytest.raises(ValueError, match="fused backend"):
+        engine.make_algorithm("anil", model, backend="fused")
+    with pytest.raises(ValueError, match="fused backend"):
+        engine.make_algorithm("maml", engine.MLP(hidden=(4,), activation="tanh"), backend="fused")

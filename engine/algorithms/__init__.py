@@ -11,7 +11,7 @@ from engine.algorithms.metasgd import MetaSGD
 from engine.algorithms.reptile import Reptile
 from engine.model import MLP
 
-BACKENDS = ("auto", "lowrank", "closed_form", "torch.func")
+BACKENDS = ("auto", "fused", "lowrank", "closed_form", "torch.func")
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     cls.name: cls for cls in (MAML, FOMAML, Reptile, ANIL, MetaSGD, Pretrain, Scratch)
@@ -30,7 +30,11 @@ def make_algorithm(name: str, model: MLP, inner_lr: float = 0.01, inner_steps: i
         raise ValueError(f"the number of inner steps must not be negative, got {inner_steps}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return cls(model, inner_lr=inner_lr, inner_steps=inner_steps, backend=backend)
+    algorithm = cls(model, inner_lr=inner_lr, inner_steps=inner_steps, backend=backend)
+    if backend == "fused" and (inner_steps != 1 or model.activation != "relu" or algorithm.head_only
+                               or algorithm.learns_inner_lr or type(algorithm).meta_step is not Algorithm.meta_step):
+        raise ValueError("the fused backend covers maml and fomaml with one inner step on a relu network")
+    return algorithm
 
 
 __all__ = ["ALGORITHMS", "AdaptHistory", "Algorithm", "MetaStep", "make_algorithm"]

@@ -62,7 +62,6 @@ class Algorithm:
     first_order = False  # take the inner gradient as a constant
     head_only = False  # adapt only the output layer in the inner loop (ANIL)
     learns_inner_lr = False  # learn a per-parameter inner learning rate (Meta-SGD)
-    meta_trained = True  # False for baselines whose training is not meta-training
     trainable = True  # False when there is nothing to train (scratch)
 
     def __init__(self, model: MLP, inner_lr: float = 0.01, inner_steps: int = 1, backend: str = "auto"):
@@ -96,6 +95,10 @@ class Algorithm:
         leaves = _leaves(params)
         model_params = self.model_params(leaves)
         rates = self.learning_rates(leaves)
+        if not metrics and self._use_fused(rates):
+            loss = F.one_step_relu_query_loss(self.model, model_params, batch.x_support, batch.y_support,
+                                              batch.x_query, batch.y_query, self.inner_lr, self.first_order)
+            return MetaStep(loss.detach(), _grad(loss, leaves))
         if self._use_lowrank(rates, batch):
             loss, inner = F.lowrank_query_loss(
                 self.model, model_params, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
@@ -115,11 +118,18 @@ class Algorithm:
 
     @property
     def _dense_backend(self) -> str:
-        return "auto" if self.backend == "lowrank" else self.backend
+        return "auto" if self.backend in ("lowrank", "fused") else self.backend
+
+    def _use_fused(self, rates) -> bool:
+        """The hand-written outer backward covers the default protocol: one step, relu, all layers."""
+        if self.backend == "fused":
+            return True
+        return (self.backend == "auto" and self.inner_steps == 1 and self.model.activation == "relu"
+                and not self.head_only and not any(isinstance(r, torch.Tensor) for r in rates.values()))
 
     def _use_lowrank(self, rates, batch: TaskBatch) -> bool:
         """Low-rank adapted weights pay off while steps x shots stays well below the widths."""
-        if self.backend not in ("auto", "lowrank") or not self.model.has_closed_form_gradient:
+        if self.backend not in ("auto", "lowrank", "fused") or not self.model.has_closed_form_gradient:
             if self.backend == "lowrank":
                 raise ValueError(f"the lowrank backend does not support the {self.model.activation} activation")
             return False

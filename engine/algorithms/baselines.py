@@ -31,7 +31,6 @@ class _Baseline(Algorithm):
 
 class Pretrain(_Baseline):
     name = "pretrain"
-    meta_trained = False
 
     def meta_step(self, params: Params, batch: TaskBatch, metrics: bool = False) -> MetaStep:
         leaves = _leaves(params)
@@ -46,7 +45,6 @@ class Pretrain(_Baseline):
 
 class Scratch(_Baseline):
     name = "scratch"
-    meta_trained = False
     trainable = False  # the trainer saves the initialisation and takes no outer steps
 
     def meta_step(self, params: Params, batch: TaskBatch, metrics: bool = False) -> MetaStep:
