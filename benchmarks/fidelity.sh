@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the README's fidelity table: train every algorithm with the paper's defaults, plus the
 # reference code's inner rate, then evaluate all with the paper protocol at 5 shots.
-# About 15 minutes on 2 CPU cores (two runs at a time). Usage: bash benchmarks/fidelity.sh [OUT]
+# About 20 minutes on 2 CPU cores (two runs at a time). Usage: bash benchmarks/fidelity.sh [OUT]
 set -euo pipefail
 OUT=${1:-runs/fidelity}
 mkdir -p "$OUT"
@@ -19,6 +19,8 @@ train maml-finn-lr0.001 --inner-lr 0.001 --init finn &
 train fomaml-lr0.001 --algo fomaml --inner-lr 0.001; wait
 train anil-lr0.001 --algo anil --inner-lr 0.001 &
 train metasgd-lr0.001 --algo metasgd --inner-lr 0.001; wait
-runs=(maml fomaml reptile reptile-5steps anil metasgd pretrain scratch maml-lr0.001 maml-finn-lr0.001 fomaml-lr0.001 anil-lr0.001 metasgd-lr0.001)
+train maml-seed1 --seed 1 &
+train maml-seed2 --seed 2; wait
+runs=(maml maml-seed1 maml-seed2 fomaml reptile reptile-5steps anil metasgd pretrain scratch maml-lr0.001 maml-finn-lr0.001 fomaml-lr0.001 anil-lr0.001 metasgd-lr0.001)
 maml-tui eval "${runs[@]/#/$OUT/}" --shots 5 --steps 10 --json > benchmarks/fidelity.json
 python benchmarks/fidelity_table.py benchmarks/fidelity.json
