@@ -258,6 +258,7 @@ class _OneStepReluMetaLoss(torch.autograd.Function):
     def forward(ctx, lr: float, first_order: bool, x_support, y_support, x_query, y_query, *params):
         weights, biases = params[0::2], params[1::2]
         layers = len(weights)
+        x_support, x_query = x_support.contiguous(), x_query.contiguous()  # reshaped several times below
         tasks, shots, _ = x_support.shape
         points = x_query.shape[1]
         # support pass at theta, then its hand-written backward: delta[i] is dL/dz_i per task
