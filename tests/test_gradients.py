@@ -59,19 +59,24 @@ def test_maml_is_exact_second_order_against_finite_differences(backend, steps):
     tolerance (checked below on FOMAML)."""
     model, params, batch = make_problem(activation="tanh", hidden=(6, 6))
     algorithm = engine.make_algorithm("maml", model, inner_lr=0.1, inner_steps=steps, backend=backend)
+    first_order = engine.make_algorithm("fomaml", model, inner_lr=0.1, inner_steps=steps)
+    for numeric, analytic, first in directional_derivatives(algorithm, params, batch, first_order):
+        assert abs(analytic - numeric) < 1e-7 * max(1.0, abs(numeric))
+        assert abs(first - numeric) > 1e3 * abs(analytic - numeric)
+
+
+def directional_derivatives(algorithm, params, batch, other=None, seed=1, eps=1e-6):
+    """(central difference, meta-gradient . v, other's meta-gradient . v) along 3 random v."""
     _, grads = algorithm.meta_gradient(params, batch)
-    _, first_order_grads = engine.make_algorithm("fomaml", model, inner_lr=0.1, inner_steps=steps).meta_gradient(params, batch)
-    generator = torch.Generator().manual_seed(1)
-    eps = 1e-6
+    other_grads = other.meta_gradient(params, batch)[1] if other is not None else grads
+    generator = torch.Generator().manual_seed(seed)
     for _ in range(3):
         direction = {n: torch.randn(v.shape, generator=generator, dtype=v.dtype) for n, v in params.items()}
         plus = {n: params[n] + eps * direction[n] for n in params}
         minus = {n: params[n] - eps * direction[n] for n in params}
         numeric = (algorithm.meta_gradient(plus, batch)[0] - algorithm.meta_gradient(minus, batch)[0]) / (2 * eps)
-        analytic = sum((grads[n] * direction[n]).sum() for n in params)
-        first_order = sum((first_order_grads[n] * direction[n]).sum() for n in params)
-        assert abs(float(analytic - numeric)) < 1e-7 * max(1.0, abs(float(numeric)))
-        assert abs(float(first_order - numeric)) > 1e3 * abs(float(analytic - numeric))
+        dot = lambda g: float(sum((g[n] * direction[n]).sum() for n in params))  # noqa: E731
+        yield float(numeric), dot(grads), dot(other_grads)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -237,16 +242,8 @@ def test_fused_one_step_path_matches_the_plain_loop(backend, algo, hidden):
 def test_fused_one_step_path_against_finite_differences():
     model, params, batch = make_problem(hidden=(6, 6))
     algorithm = engine.make_algorithm("maml", model, inner_lr=0.1, inner_steps=1, backend="fused")
-    _, grads = algorithm.meta_gradient(params, batch)
-    generator = torch.Generator().manual_seed(2)
-    eps = 1e-6
-    for _ in range(3):
-        direction = {n: torch.randn(v.shape, generator=generator, dtype=v.dtype) for n, v in params.items()}
-        plus = {n: params[n] + eps * direction[n] for n in params}
-        minus = {n: params[n] - eps * direction[n] for n in params}
-        numeric = (algorithm.meta_gradient(plus, batch)[0] - algorithm.meta_gradient(minus, batch)[0]) / (2 * eps)
-        analytic = sum((grads[n] * direction[n]).sum() for n in params)
-        assert abs(float(analytic - numeric)) < 1e-7 * max(1.0, abs(float(numeric)))
+    for numeric, analytic, _ in directional_derivatives(algorithm, params, batch, seed=2):
+        assert abs(analytic - numeric) < 1e-7 * max(1.0, abs(numeric))
 
 
 def test_fused_backend_refuses_what_it_does_not_cover():
