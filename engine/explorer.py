@@ -1,0 +1,404 @@
+"""The steppable object the explorer drives: one current task, its inner loop, and the outer loop.
+
+:class:`ExplorerSession` wraps a :class:`~engine.trainer.MetaLearner` and adds what a person
+looking at one task needs: the current task (drawn from its own seeded generator, with its support
+and query points and a dense grid for plotting), how many inner steps have been taken on it, the
+query loss across inner steps 0..S (the curve that shows MAML keeps improving past its training
+step count), and optional companions trained side by side on the same meta-batches (a second
+algorithm to compare, and the pretrained baseline). Everything it hands out is a frozen
+:class:`ExplorerSnapshot` or :class:`OuterRecord` of plain Python floats, never live tensors, so
+it can cross a process boundary or reach a UI as it is. A diverging outer loop restores the last
+finite state and raises :class:`~engine.trainer.DivergedError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.checkpoint import RunDirectory, _atomic_write
+from engine.config import ALGORITHM_NAMES, TASK_NAMES, RunConfig
+from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
+
+CURVE_STEPS = 10  # the loss-per-inner-step curve always reaches at least this many steps
+GRID_POINTS = 121  # x positions of the plotted curves
+SETTINGS = ("task", "algorithm", "hidden", "shots", "inner_lr", "inner_steps", "meta_batch_size", "seed")
+FRESH_SETTINGS = ("algorithm", "hidden")  # changing these starts a new model
+
+
+@dataclass(frozen=True)
+class OuterRecord:
+    """One charted outer step: plain floats (NaN where a number was not recorded)."""
+
+    step: int
+    query_loss_before: float  # mean query MSE at theta
+    query_loss_after: float  # mean query MSE after adaptation
+    meta_grad_norm: float  # L2 norm of the meta-gradient
+    inner_grad_norm: float  # mean over inner steps of the support-gradient norm
+
+    @classmethod
+    def from_metrics(cls, metrics: OuterMetrics | dict) -> "OuterRecord":
+        data = metrics.to_dict() if isinstance(metrics, OuterMetrics) else metrics
+        inner = [float(v) for v in data.get("inner_grad_norms") or []]
+        return cls(
+            step=int(data["step"]),
+            query_loss_before=float(data.get("query_loss_before", math.nan)),
+            query_loss_after=float(data.get("query_loss_after", math.nan)),
+            meta_grad_norm=float(data.get("meta_grad_norm", math.nan)),
+            inner_grad_norm=sum(inner) / len(inner) if inner else math.nan,
+        )
+
+
+@dataclass(frozen=True)
+class CompanionSnapshot:
+    """A second learner on the same task: its prediction after the same inner steps, and its curve."""
+
+    role: str  # "compare" or "baseline"
+    algorithm: str
+    step: int
+    prediction: tuple[float, ...]  # on ExplorerSnapshot.grid_x after inner_steps_taken steps
+    curve: tuple[float, ...]  # query loss after 0..S inner steps
+
+
+@dataclass(frozen=True)
+class ExplorerSnapshot:
+    """Everything the explorer draws, as plain numbers."""
+
+    step: int  # outer steps taken by the main learner
+    settings: dict[str, Any]  # the SETTINGS values in force
+    source: str  # where the main learner came from ("new model", a run directory, ...)
+    task_number: int  # increases with every new task
+    task_params: dict[str, float]  # e.g. amplitude and phase of the current sinusoid
+    grid_x: tuple[float, ...]
+    truth: tuple[float, ...]  # the true function on grid_x
+    support_x: tuple[float, ...]
+    support_y: tuple[float, ...]
+    query_x: tuple[float, ...]
+    query_y: tuple[float, ...]
+    inner_steps_taken: int
+    predictions: tuple[tuple[float, ...], ...]  # index s: prediction after s inner steps (0 = theta)
+    support_loss: tuple[float, ...]  # after 0..inner_steps_taken steps
+    query_loss: tuple[float, ...]  # after 0..inner_steps_taken steps
+    curve: tuple[float, ...]  # query loss after 0..max(CURVE_STEPS, taken) inner steps
+    inner_lr: float  # the inner learning rate the explorer's steps use
+    companions: tuple[CompanionSnapshot, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins only (what crosses the process boundary)."""
+        return asdict(self)
+
+
+def _floats(values: torch.Tensor) -> tuple[float, ...]:
+    return tuple(float(v) for v in values.detach().reshape(-1).cpu().tolist())
+
+
+def settings_of(config: RunConfig) -> dict[str, Any]:
+    """The explorer's view of a config: the values a person can pick."""
+    return {
+        "task": config.task.name,
+        "algorithm": config.algo.name,
+        "hidden": ",".join(str(h) for h in config.model.hidden),
+        "shots": config.train.shots,
+        "inner_lr": config.algo.inner_lr,
+        "inner_steps": config.algo.inner_steps,
+        "meta_batch_size": config.train.meta_batch_size,
+        "seed": config.train.seed,
+    }
+
+
+def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """``config`` with explorer settings changed; raises ValueError with one sentence if invalid."""
+    unknown = set(changes) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown setting {sorted(unknown)[0]!r}; the explorer has {', '.join(SETTINGS)}")
+    task, algo, model, train = {}, {}, {}, {}
+    if "task" in changes:
+        if changes["task"] not in TASK_NAMES:
+            raise ValueError(f"unknown task family {changes['task']!r}")
+        if changes["task"] != config.task.name:
+            task = {"name": changes["task"], "ranges": {}}
+    if "algorithm" in changes:
+        if changes["algorithm"] not in ALGORITHM_NAMES:
+            raise ValueError(f"unknown algorithm {changes['algorithm']!r}")
+        algo["name"] = changes["algorithm"]
+    if "hidden" in changes:
+        text = str(changes["hidden"]).strip()
+        model["hidden"] = tuple(int(p) for p in text.split(",")) if text else ()
+    for key in ("inner_lr",):
+        if key in changes:
+            algo[key] = float(changes[key])
+    if "inner_steps" in changes:
+        algo["inner_steps"] = int(changes["inner_steps"])
+    for key in ("shots", "meta_batch_size", "seed"):
+        if key in changes:
+            train[key] = int(changes[key])
+    sections = {name: value for name, value in (("task", task), ("algo", algo), ("model", model), ("train", train)) if value}
+    return config.replace(**sections).validate() if sections else config
+
+
+class ExplorerSession:
+    """A meta-learner, the task on screen, and optional companions, stepped one action at a time."""
+
+    def __init__(self, learner: MetaLearner, source: str = "new model", records: list[OuterRecord] | None = None):
+        self.learner = learner
+        self.source = source
+        self.records: list[OuterRecord] = list(records or [])
+        self.companions: dict[str, MetaLearner] = {}
+        self.inner_steps_taken = 0
+        self.task_number = 0
+        self._restore_point: list[dict] | None = None  # state at the last finite check
+        self.task_generator = torch.Generator(device=learner.device)
+        self._reseed_tasks()
+        self.new_task()
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path | None = None, device: str = "auto", config: RunConfig | None = None) -> "ExplorerSession":
+        """A session on a run directory (or checkpoint file), or a fresh model of ``config`` (default settings)."""
+        if path is None:
+            return cls(MetaLearner(config or RunConfig(), device), "new model")
+        path = Path(path)
+        learner = MetaLearner.from_run(path, device)
+        return cls(learner, _describe(path), _read_records(path))
+
+    @property
+    def config(self) -> RunConfig:
+        return self.learner.config
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return settings_of(self.config)
+
+    def _reseed_tasks(self) -> None:
+        # the explorer's tasks come from their own stream, so drawing one never shifts training's
+        self.task_generator.manual_seed(10_007 + self.config.train.seed)
+
+    # -- the inner loop -------------------------------------------------------------------------
+    def new_task(self) -> None:
+        """Draw a new task (support and query points) and reset the adaptation."""
+        train = self.config.train
+        self.task = self.learner.family.sample(1, train.shots, max(train.query, 10), self.task_generator)
+        low, high = self.learner.family.x_range
+        self.grid = torch.linspace(low, high, GRID_POINTS, device=self.learner.device).view(1, -1, 1)  # (1, grid, 1)
+        self.task_number += 1
+        self.inner_steps_taken = 0
+
+    def inner_step(self) -> None:
+        """One more inner gradient step on the current task's support set."""
+        self.inner_steps_taken += 1
+
+    def reset_adaptation(self) -> None:
+        """Back to theta: no inner steps taken on the current task."""
+        self.inner_steps_taken = 0
+
+    def _adapt(self, learner: MetaLearner, steps: int):
+        task = self.task
+        return learner.algorithm.adapt(learner.parameters(), task.x_support, task.y_support, steps, task.x_query, task.y_query)
+
+    # -- the outer loop -------------------------------------------------------------------------
+    def outer_steps(self, count: int = 1, seconds: float | None = None, record: bool = True) -> list[OuterRecord]:
+        """Up to ``count`` meta-updates (fewer when ``seconds`` run out); companions take as many.
+
+        With ``record`` the last step's metrics are kept and checked: on NaN or an exploding loss
+        every learner goes back to its state at the last check and :class:`DivergedError` says why.
+        Without it nothing is measured (the cheapest way to train between two looks).
+        """
+        learners = [self.learner, *self.companions.values()]
+        if self._restore_point is None:
+            self._restore_point = [_backup(learner) for learner in learners]
+        start = time.perf_counter()
+        done = 0
+        metrics = None
+        while done < count:
+            last = done + 1 == count or (seconds is not None and time.perf_counter() - start >= seconds)
+            metrics = self.learner.outer_step(metrics=last and record)
+            for companion in self.companions.values():
+                companion.outer_step(metrics=False)
+            done += 1
+            if last:
+                break
+        if not record:
+            return []
+        assert metrics is not None
+        bad = not metrics.finite or metrics.query_loss_after > EXPLODED or not _finite(self.learner)
+        bad_companion = next((role for role, c in self.companions.items() if not _finite(c)), None)
+        if bad or bad_companion:
+            for learner, backup in zip(learners, self._restore_point):
+                learner.load_state_dict(backup)
+            who = f"the {bad_companion} learner's parameters" if not bad else (
+                f"query loss {metrics.query_loss_after:.3g}, meta-gradient norm {metrics.meta_grad_norm:.3g}")
+            raise DivergedError(f"diverged at outer step {metrics.step}: {who}; "
+                                f"restored step {self.learner.step}. Lower the inner learning rate or start a new model")
+        self._restore_point = None  # this state is good: the next call saves it
+        record = OuterRecord.from_metrics(metrics)
+        self.records.append(record)
+        return [record]
+
+    # -- settings and models --------------------------------------------------------------------
+    def needs_fresh_model(self, changes: dict[str, Any]) -> bool:
+        """True when applying ``changes`` throws the training away (a new model or algorithm)."""
+        current = self.settings
+        return any(key in changes and str(changes[key]) != str(current[key]) for key in FRESH_SETTINGS)
+
+    def set_settings(self, changes: dict[str, Any]) -> None:
+        """Apply settings; algorithm or model changes start a fresh model, the rest keep training."""
+        config = apply_settings(self.config, changes)
+        if config == self.config:
+            return
+        self._restore_point = None
+        fresh = self.needs_fresh_model(changes)
+        reseed = config.train.seed != self.config.train.seed
+        redraw = reseed or config.task != self.config.task or config.train.shots != self.config.train.shots
+        if fresh:
+            self.learner = MetaLearner(config, self.learner.device)
+            self.records = []
+            self.source = "new model"
+        else:
+            self.learner = _rebuild(self.learner, config, reseed)
+        self.companions = {role: _rebuild(c, config.replace(algo={"name": c.config.algo.name}), reseed, fresh)
+                           for role, c in self.companions.items()}
+        if reseed:
+            self._reseed_tasks()
+            self.task_number = 0
+        if redraw:
+            self.new_task()
+
+    def new_model(self) -> None:
+        """Throw the training away: a fresh random model with the same settings."""
+        self._restore_point = None
+        self.learner = MetaLearner(self.config, self.learner.device)
+        self.companions = {role: MetaLearner(c.config, c.device) for role, c in self.companions.items()}
+        self.records = []
+        self.source = "new model"
+
+    def set_companion(self, role: str, algorithm: str | None) -> None:
+        """Train a second learner side by side from now on (``None`` removes it)."""
+        self._restore_point = None
+        if algorithm is None:
+            self.companions.pop(role, None)
+            return
+        if algorithm not in ALGORITHM_NAMES:
+            raise ValueError(f"unknown algorithm {algorithm!r}")
+        current = self.companions.get(role)
+        if current is None or current.config.algo.name != algorithm:
+            self.companions[role] = MetaLearner(self.config.replace(algo={"name": algorithm}), self.learner.device)
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the main learner into a run directory, in the format ``maml-tui train`` writes."""
+        run = RunDirectory(path)
+        if run.checkpoint_path.exists():
+            run.load_config()  # refuse to overwrite something that is not a run directory
+            document = json.loads(run.config_path.read_text())
+            document["config"] = self.config.to_dict()
+            _atomic_write(run.config_path, lambda f: f.write(json.dumps(document, indent=2).encode()))
+        else:
+            run.create(self.config)
+        if not _finite(self.learner):
+            raise DivergedError("the parameters are not finite; nothing was saved")
+        run.save_checkpoint(self.learner.state_dict(), self.config)
+        text = "".join(json.dumps({**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}) + "\n"
+                       for r in self.records if r.step <= self.learner.step)
+        _atomic_write(run.metrics_path, lambda f: f.write(text.encode()))
+        self.source = _describe(run.path)
+        return run.path
+
+    def load(self, path: str | Path, role: str = "main") -> None:
+        """Open a run directory (or checkpoint file) as the main learner or as a companion."""
+        learner = MetaLearner.from_run(path, self.learner.device)
+        self._restore_point = None
+        if role == "main":
+            self.learner = learner
+            self.records = _read_records(Path(path))
+            self.source = _describe(Path(path))
+            self.companions = {r: MetaLearner(learner.config.replace(algo={"name": c.config.algo.name}), learner.device)
+                               for r, c in self.companions.items()}
+            self._reseed_tasks()
+            self.new_task()
+        else:
+            if learner.config.model != self.config.model:
+                raise ValueError(f"{path} holds a {learner.config.model.hidden} model; the explorer's is {self.config.model.hidden}")
+            self.companions[role] = learner
+
+    # -- the picture ----------------------------------------------------------------------------
+    def snapshot(self) -> ExplorerSnapshot:
+        """The current state as plain numbers."""
+        taken = self.inner_steps_taken
+        steps = max(CURVE_STEPS, taken)
+        history = self._adapt(self.learner, steps)
+        model = self.learner.model
+        with torch.no_grad():
+            predictions = tuple(_floats(model.forward(history.params[s], self.grid)) for s in range(taken + 1))
+            truth = _floats(self.learner.family.truth(self.grid, self.task.params))
+            companions = []
+            for role, companion in self.companions.items():
+                other = self._adapt(companion, steps)
+                companions.append(CompanionSnapshot(
+                    role, companion.config.algo.name, companion.step,
+                    _floats(companion.model.forward(other.params[taken], self.grid)),
+                    tuple(float(v.mean()) for v in other.query_loss),
+                ))
+        task = self.task
+        return ExplorerSnapshot(
+            step=self.learner.step,
+            settings=self.settings,
+            source=self.source,
+            task_number=self.task_number,
+            task_params={k: float(v[0]) for k, v in task.params.items()},
+            grid_x=_floats(self.grid),
+            truth=truth,
+            support_x=_floats(task.x_support), support_y=_floats(task.y_support),
+            query_x=_floats(task.x_query), query_y=_floats(task.y_query),
+            inner_steps_taken=taken,
+            predictions=predictions,
+            support_loss=tuple(float(v.mean()) for v in history.support_loss[:taken + 1]),
+            query_loss=tuple(float(v.mean()) for v in history.query_loss[:taken + 1]),
+            curve=tuple(float(v.mean()) for v in history.query_loss),
+            inner_lr=self.config.algo.inner_lr,
+            companions=tuple(companions),
+        )
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _describe(path: Path) -> str:
+    return str(path)
+
+
+def _read_records(path: Path) -> list[OuterRecord]:
+    if not Path(path).is_dir():
+        return []
+    records = []
+    for data in RunDirectory(path).read_metrics():
+        try:
+            records.append(OuterRecord.from_metrics(data))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return records
+
+
+def _finite(learner: MetaLearner) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in learner.params.values())
+
+
+def _backup(learner: MetaLearner) -> dict:
+    state = learner.state_dict()  # params are cloned; the optimizer's tensors are live
+    state["optimizer"] = copy.deepcopy(state["optimizer"])
+    return state
+
+
+def _rebuild(learner: MetaLearner, config: RunConfig, reseed: bool = False, fresh: bool = False) -> MetaLearner:
+    """A learner for ``config`` that keeps ``learner``'s training (unless ``fresh``)."""
+    rebuilt = MetaLearner(config, learner.device)
+    if fresh:
+        return rebuilt
+    rebuilt.load_state_dict(_backup(learner))
+    if reseed:
+        rebuilt.generator.manual_seed(config.train.seed)
+    return rebuilt

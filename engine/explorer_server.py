@@ -1,0 +1,200 @@
+"""The engine side of the explorer: a loop that owns an :class:`ExplorerSession` and talks in messages.
+
+:func:`serve` reads commands from one queue and writes events to another, so it runs the same way
+in a separate process (what the explorer does, so training and drawing never fight over one
+interpreter) and in a thread (what fast tests do). Commands are ``(name, arguments)`` tuples;
+events are plain dicts with a ``kind`` ("ready", "snapshot", "records", "error", "diverged",
+"saved", "closed") so the UI process never needs to import torch to read them. While meta-training
+runs, the loop steps in chunks of about 30 ms, checks the command queue between chunks, and sends
+at most ``snapshot_rate`` snapshots a second, plus one right after each command so a key press
+is answered at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+import traceback
+from dataclasses import asdict
+from typing import Any
+
+BURST = 100  # outer steps in one "burst"
+CHUNK_SECONDS = 0.02  # training time between two looks at the command queue
+RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
+COMMANDS = ("inner_step", "reset_adaptation", "new_task", "outer_steps", "run", "pause", "set_settings",
+            "new_model", "set_companion", "save", "load", "snapshot", "quit", "crash")
+
+
+def serve(commands, events, run: str | None = None, device: str = "auto", snapshot_rate: float = 4.0,
+          quiet: bool = False, parent_pid: int | None = None) -> None:
+    """Run until a ``quit`` command (or the parent process going away); ``run=None`` is a new model."""
+    if quiet:  # a child of a full-screen app must never write to the terminal
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    Server(commands, events, run, device, snapshot_rate, parent_pid).loop()
+
+
+class Server:
+    """The command loop; one instance per engine."""
+
+    def __init__(self, commands, events, run, device, snapshot_rate, parent_pid):
+        self.commands, self.events = commands, events
+        self.run, self.device = run, device
+        self.interval = 1.0 / snapshot_rate
+        self.parent_pid = parent_pid
+        self.session = None
+        self.running = False
+        self.steps_left = 0  # a burst in progress
+        self.pending: list = []  # records not yet sent
+        self.dirty = True
+        self.urgent = False
+        self.last_sent = 0.0
+        self.last_record = 0.0
+        self.rate_window: list[tuple[float, int]] = []  # (time, step) for meta-it/s
+        self.its_per_second = 0.0
+
+    def send(self, kind: str, **data: Any) -> None:
+        self.events.put({"kind": kind, **data})
+
+    # -- the loop -------------------------------------------------------------------------------
+    def loop(self) -> None:
+        try:
+            import torch
+
+            from engine.explorer import ExplorerSession
+
+            self.session = ExplorerSession.open(self.run, self.device)
+            learner = self.session.learner
+            self.send("ready", device=str(learner.device), threads=learner.threads, torch=torch.__version__)
+            self.send_records(reset=True)
+            self.send_snapshot()
+        except Exception as error:
+            self.send("error", message=f"the engine could not start: {error}", detail=traceback.format_exc(), fatal=True)
+            self.send("closed")
+            return
+        while True:
+            busy = self.running or self.steps_left > 0
+            try:
+                command = self.commands.get_nowait() if busy else self.commands.get(timeout=0.25)
+            except queue.Empty:
+                command = None
+                if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                    return  # the UI is gone; nobody will read our events
+            while command is not None:
+                if command[0] == "quit":
+                    self.send("closed")
+                    return
+                self.handle(command)
+                self.urgent = True  # a person is waiting for this answer: skip the rate limit
+                try:
+                    command = self.commands.get_nowait()
+                except queue.Empty:
+                    command = None
+            if self.running or self.steps_left > 0:
+                self.train_chunk()
+            now = time.perf_counter()
+            idle = not (self.running or self.steps_left)
+            if self.dirty and (idle or self.urgent or now - self.last_sent >= self.interval):
+                self.send_snapshot()
+
+    def handle(self, command: tuple[str, dict]) -> None:
+        name, arguments = command[0], (command[1] if len(command) > 1 else {})
+        session = self.session
+        try:
+            if name == "inner_step":
+                session.inner_step()
+            elif name == "reset_adaptation":
+                session.reset_adaptation()
+            elif name == "new_task":
+                session.new_task()
+            elif name == "outer_steps":
+                self.steps_left += int(arguments.get("count", 1))
+            elif name == "run":
+                self.running = True
+                self.rate_window = []
+            elif name == "pause":
+                self.running, self.steps_left = False, 0
+            elif name == "set_settings":
+                session.set_settings(arguments["changes"])
+                self.send_records(reset=True)
+            elif name == "new_model":
+                session.new_model()
+                self.send_records(reset=True)
+            elif name == "set_companion":
+                session.set_companion(arguments["role"], arguments.get("algorithm"))
+            elif name == "save":
+                path = session.save(arguments["path"])
+                self.send("saved", path=str(path), step=session.learner.step)
+            elif name == "load":
+                session.load(arguments["path"], arguments.get("role", "main"))
+                if arguments.get("role", "main") == "main":
+                    self.send_records(reset=True)
+            elif name == "snapshot":
+                pass
+            elif name == "crash":  # a test hook: the engine process dies without a word
+                os._exit(int(arguments.get("code", 3)))
+            else:
+                raise ValueError(f"unknown engine command {name!r}")
+        except Exception as error:
+            self.running, self.steps_left = False, 0
+            self.send("error", message=_sentence(error), detail=traceback.format_exc(), fatal=False)
+        self.dirty = True
+
+    def train_chunk(self) -> None:
+        from engine.trainer import DivergedError
+
+        count = self.steps_left if self.steps_left > 0 and not self.running else 1_000_000
+        try:
+            before = self.session.learner.step
+            now = time.perf_counter()
+            # bursts measure every chunk; live training measures every RECORD_SECONDS and runs bare between
+            record = not self.running or now - self.last_record >= RECORD_SECONDS
+            records = self.session.outer_steps(count, seconds=CHUNK_SECONDS, record=record)
+            if records:
+                self.last_record = now
+            done = self.session.learner.step - before
+            if not self.running:
+                self.steps_left = max(0, self.steps_left - done)
+            self.pending.extend(records)
+            self.measure_rate()
+        except DivergedError as error:
+            self.running, self.steps_left = False, 0
+            self.send_records()
+            self.send("diverged", message=str(error))
+        except Exception as error:
+            self.running, self.steps_left = False, 0
+            self.send("error", message=_sentence(error), detail=traceback.format_exc(), fatal=False)
+        self.dirty = True
+
+    def measure_rate(self) -> None:
+        now, step = time.perf_counter(), self.session.learner.step
+        self.rate_window.append((now, step))
+        while len(self.rate_window) > 2 and now - self.rate_window[0][0] > 2.0:
+            self.rate_window.pop(0)
+        (first_time, first_step) = self.rate_window[0]
+        if now > first_time:
+            self.its_per_second = (step - first_step) / (now - first_time)
+
+    # -- events ---------------------------------------------------------------------------------
+    def send_records(self, reset: bool = False) -> None:
+        if reset:
+            self.pending = []
+            self.send("records", records=[asdict(r) for r in self.session.records], reset=True)
+        elif self.pending:
+            self.send("records", records=[asdict(r) for r in self.pending], reset=False)
+            self.pending = []
+
+    def send_snapshot(self) -> None:
+        self.send_records()
+        busy = self.running or self.steps_left > 0
+        self.send("snapshot", snapshot=self.session.snapshot().to_dict(), running=busy,
+                  its_per_second=self.its_per_second if busy else 0.0)
+        self.dirty = self.urgent = False
+        self.last_sent = time.perf_counter()
+
+
+def _sentence(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"

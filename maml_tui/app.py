@@ -1,0 +1,98 @@
+"""The explorer's Textual App: it owns the engine link and the screens, and nothing else.
+
+:func:`run_explorer` starts the engine process *before* the app runs (Textual replaces stderr,
+which multiprocessing's helpers need), then runs the app; the first frame paints while the engine
+imports torch in its own process, so neither torch nor the engine is imported here.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from maml_tui.engine_link import EngineLink
+from maml_tui.messages import EngineDied, EngineEvents
+from maml_tui.screens.main import BURST, MainScreen
+from maml_tui.widgets.settings import CHOICES, LABELS
+
+
+class ExplorerApp(App):
+    """The live MAML explorer."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "maml-tui"
+
+    def __init__(self, engine: EngineLink | None = None, ascii_mode: bool = False) -> None:
+        super().__init__()
+        self.engine = engine or EngineLink()
+        self.engine.start()  # before run(): see the module docstring
+        self.ascii_mode = ascii_mode
+        self.main: MainScreen | None = None
+
+    def on_mount(self) -> None:
+        self.main = MainScreen(ascii_mode=self.ascii_mode)
+        self.push_screen(self.main)
+        self._attach()
+
+    def _attach(self) -> None:
+        self.engine.attach(lambda events: self.post_message(EngineEvents(events)),
+                           lambda code: self.post_message(EngineDied(code)))
+
+    def on_engine_events(self, message: EngineEvents) -> None:
+        self.main.apply_events(message.events)
+
+    def on_engine_died(self, message: EngineDied) -> None:
+        self.main.engine_died(message.exit_code)
+
+    def restart_engine(self) -> None:
+        """A new engine like the last one (after a crash); it opens the same run again."""
+        old = self.engine
+        old.stop(timeout=0.5)
+        self.engine = EngineLink(old.options["run"], old.options["device"], old.mode, old.fresh,
+                                 old.options["snapshot_rate"])
+        self.engine.start()
+        self._attach()
+
+    async def action_quit(self) -> None:
+        self.engine.stop()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.engine.stop(timeout=1.0)  # however the app ends, the engine ends with it
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette lists every action of the main screen and every setting value."""
+        yield from super().get_system_commands(screen)
+        main = self.main
+        if main is None:
+            return
+        for binding in main.BINDINGS:
+            if binding.action in ("quit", "help"):
+                continue
+            yield SystemCommand(binding.description, f"{binding.tooltip} (key {binding.key_display or binding.key})",
+                                partial(main.run_action, binding.action))
+        yield SystemCommand("Open run as baseline", "open a run directory as the pretrained baseline",
+                            partial(main.action_open_run, "baseline"))
+        yield SystemCommand("Help", "keys and what the picture shows (key ?)", main.action_help)
+        for key, options in CHOICES.items():
+            for value in options:
+                yield SystemCommand(f"{LABELS[key].capitalize()}: {value}", f"set {LABELS[key]} to {value}",
+                                    partial(main.pick_setting, key, value))
+
+
+def run_explorer(run: str | Path | None = None, ascii_mode: bool = False, device: str = "auto") -> int:
+    """Open the explorer (on ``run``, or the shipped sinusoid checkpoint); returns an exit code."""
+    engine = EngineLink(run, device)
+    app = ExplorerApp(engine, ascii_mode=ascii_mode)
+    try:
+        app.run()
+    finally:
+        engine.stop()
+    return app.return_code or 0
+
+
+__all__ = ["BURST", "ExplorerApp", "run_explorer"]

@@ -1,0 +1,337 @@
+"""The main screen: settings on the left, the fit and the charts on the right, a status line below.
+
+It turns keys, clicks and palette picks into engine commands and engine events into pictures.
+Events only store data and mark plots dirty; a timer redraws at most ``REDRAW_RATE`` times a
+second (the charts of the outer loop less often), and each plot skips a redraw whose data has not
+changed, so a fast engine never floods the interface.
+"""
+
+from __future__ import annotations
+
+import time
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Select, Static
+
+from maml_tui.screens.dialogs import ConfirmDialog, PathDialog
+from maml_tui.screens.help import HelpScreen
+from maml_tui.widgets import FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
+from maml_tui.widgets.plots import ADAPTED, COMPANION_COLOURS, MAGENTA
+from maml_tui.widgets.settings import ALGORITHMS, as_text
+
+MINIMUM_SIZE = (80, 24)
+REDRAW_RATE = 10.0  # status redraws per second, at most
+FIT_INTERVAL = 0.2  # seconds between redraws of the fit while training (a key press redraws at once)
+CHART_INTERVAL = 1.0  # seconds between redraws of the outer-loop charts
+BURST = 100
+FRESH_SETTINGS = ("algorithm", "hidden")
+
+
+def _answer_to_a_person(previous: dict, current: dict) -> bool:
+    """True when a snapshot changes more than the outer step (an inner step, a task, a setting)."""
+    keys = ("inner_steps_taken", "task_number", "settings", "source")
+    return any(previous[k] != current[k] for k in keys) or len(previous["companions"]) != len(current["companions"])
+
+
+def _hex(colour) -> str:
+    return colour if isinstance(colour, str) else "#%02x%02x%02x" % colour
+
+
+class MainScreen(Screen):
+    """Everything the explorer shows at once."""
+
+    AUTO_FOCUS = None
+    BINDINGS = [
+        Binding("i", "inner_step", "Inner step", priority=True, tooltip="one inner gradient step on the current task's support set"),
+        Binding("r", "reset_adaptation", "Reset", priority=True, tooltip="reset the adaptation: back to theta (0 inner steps)"),
+        Binding("n", "new_task", "New task", priority=True, tooltip="draw a new task (support and query points)"),
+        Binding("o", "outer_step", "Outer step", priority=True, tooltip="one meta-update on a fresh meta-batch"),
+        Binding("b", "outer_burst", "Burst", priority=True, show=False, tooltip=f"a burst of {BURST} meta-updates"),
+        Binding("space", "toggle_run", "Run/pause", priority=True, tooltip="run or pause meta-training live"),
+        Binding("c", "cycle_compare", "Compare", priority=True, show=False, tooltip="compare with the next algorithm (trained side by side); cycles to off"),
+        Binding("p", "toggle_baseline", "Baseline", priority=True, show=False, tooltip="train the pretrained baseline side by side (toggle)"),
+        Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
+        Binding("s", "save", "Save", priority=True, show=False, tooltip="save a checkpoint into a run directory"),
+        Binding("l", "open_run", "Open", priority=True, show=False, tooltip="open a run directory or checkpoint"),
+        Binding("R", "restart_engine", "Restart engine", priority=True, show=False, tooltip="restart the engine process after a crash"),
+        Binding("question_mark", "help", "Help", key_display="?", priority=True, tooltip="this help"),
+        Binding("q", "quit", "Quit", priority=True, tooltip="quit"),
+    ]
+
+    def __init__(self, ascii_mode: bool = False) -> None:
+        super().__init__()
+        self.ascii_mode = ascii_mode
+        self.snapshot: dict | None = None
+        self.records: dict[str, list[float]] = {k: [] for k in ("step", "before", "after", "meta", "inner")}
+        self.records_version = 0
+        self.running = False
+        self.its_per_second = 0.0
+        self.ready = False
+        self.engine_info: dict = {}
+        self.message = ""
+        self.fit_dirty = self.charts_dirty = False
+        self.charts_drawn_at = self.fit_drawn_at = 0.0
+        self.shown_settings: tuple | None = None
+        self.last_path = "runs/explorer"
+
+    # -- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            with Vertical(id="side"):
+                yield SettingsPanel(id="settings")
+                yield InnerCurveChart(ascii_mode=self.ascii_mode, id="curve-chart")
+            with Vertical(id="plots"):
+                yield FitPlot(ascii_mode=self.ascii_mode, id="fit")
+                with Horizontal(id="charts"):
+                    yield LossChart(ascii_mode=self.ascii_mode, id="loss-chart")
+                    yield GradientChart(ascii_mode=self.ascii_mode, id="grad-chart")
+        yield Static(f"terminal too small (need {MINIMUM_SIZE[0]}x{MINIMUM_SIZE[1]})", id="too-small")
+        yield StatusBar(id="status")
+        yield Footer(compact=True, show_command_palette=False)  # ctrl+p still opens it; q must fit at 80 columns
+
+    def on_mount(self) -> None:
+        self.query_one("#settings").border_title = "settings"
+        self.query_one("#curve-chart").border_title = "query MSE per inner step"
+        self.query_one("#loss-chart").border_title = "log MSE [$text-muted]before[/]/[cyan]after[/]"
+        self.query_one("#grad-chart").border_title = "log ‖g‖ [#c85ae6]meta[/]/[orange]inner[/]"
+        fit = self.query_one(FitPlot)
+        fit.border_title = "fit"
+        fit.placeholder("starting engine…")
+        self.query_one(StatusBar).update_status(state="starting engine…")
+        self.check_size()
+        self.set_interval(1.0 / REDRAW_RATE, self.redraw)
+
+    def on_resize(self) -> None:
+        self.check_size()
+
+    def check_size(self) -> None:
+        width, height = self.app.size
+        self.set_class(width < MINIMUM_SIZE[0] or height < MINIMUM_SIZE[1], "too-small")
+
+    # -- engine events --------------------------------------------------------------------------
+    def apply_events(self, events: list[dict]) -> None:
+        for event in events:
+            kind = event["kind"]
+            if kind == "ready":
+                self.ready = True
+                self.engine_info = event
+                self.set_message("")
+            elif kind == "snapshot":
+                previous, self.snapshot = self.snapshot, event["snapshot"]
+                self.running = event["running"]
+                self.its_per_second = event["its_per_second"]
+                if previous is None or _answer_to_a_person(previous, self.snapshot):
+                    self.fit_dirty = False
+                    self.draw_fit(self.snapshot)  # draw now: someone pressed a key for this
+                else:
+                    self.fit_dirty = True
+            elif kind == "records":
+                self.add_records(event["records"], event["reset"])
+            elif kind == "error":
+                self.running = False
+                self.set_message(event["message"], "error")
+                self.app.notify(event["message"], title="engine error", severity="error", timeout=8)
+                if event.get("fatal"):
+                    self.query_one(FitPlot).placeholder("the engine could not start (see the status line)")
+                    self.query_one(StatusBar).update_status(state="stopped")
+            elif kind == "diverged":
+                self.running = False
+                self.set_message(f"paused: {event['message']}", "warning")
+                self.app.notify(event["message"], title="training paused", severity="warning", timeout=8)
+            elif kind == "saved":
+                self.set_message(f"saved step {event['step']:,} to {event['path']}")
+                self.app.notify(f"saved step {event['step']:,} to {event['path']}", title="saved")
+        self.redraw(status_only=True)
+
+    def engine_died(self, exit_code: int | None) -> None:
+        self.running = False
+        self.ready = False
+        text = f"the engine process stopped unexpectedly (exit code {exit_code}); press R to restart it"
+        self.set_message(text, "error")
+        self.query_one(StatusBar).update_status(state="stopped")
+        self.query_one(FitPlot).placeholder("engine stopped: press R to restart")
+        self.app.notify(text, title="engine crashed", severity="error", timeout=10)
+
+    def add_records(self, records: list[dict], reset: bool) -> None:
+        if reset:
+            for values in self.records.values():
+                values.clear()
+        for record in records:
+            self.records["step"].append(record["step"])
+            self.records["before"].append(record["query_loss_before"])
+            self.records["after"].append(record["query_loss_after"])
+            self.records["meta"].append(record["meta_grad_norm"])
+            self.records["inner"].append(record["inner_grad_norm"])
+        self.records_version += 1
+        self.charts_dirty = True
+
+    def set_message(self, text: str, severity: str = "information") -> None:
+        self.message = text
+        self.query_one(StatusBar).update_status(message=text, severity=severity)
+
+    # -- drawing --------------------------------------------------------------------------------
+    def redraw(self, status_only: bool = False, force: bool = False) -> None:
+        snapshot = self.snapshot
+        status = self.query_one(StatusBar)
+        if snapshot is not None:
+            state = "running" if self.running else "paused"
+            status.update_status(device=self.engine_info.get("device", "…"), algorithm=snapshot["settings"]["algorithm"],
+                                 step=snapshot["step"], its=self.its_per_second if self.running else None, state=state)
+        if status_only and not force:
+            return
+        if self.fit_dirty and snapshot is not None and (force or time.monotonic() - self.fit_drawn_at >= FIT_INTERVAL):
+            self.fit_dirty = False
+            self.draw_fit(snapshot)
+        if self.charts_dirty and (force or time.monotonic() - self.charts_drawn_at >= CHART_INTERVAL):
+            self.charts_dirty = False
+            self.charts_drawn_at = time.monotonic()
+            self.draw_charts()
+
+    def draw_fit(self, snapshot: dict) -> None:
+        self.fit_drawn_at = time.monotonic()
+        fit = self.query_one(FitPlot)
+        fit.show_fit(snapshot)
+        taken = snapshot["inner_steps_taken"]
+        loss = snapshot["query_loss"][-1]
+        fit.border_title = (f"{snapshot['settings']['task']} #{snapshot['task_number']} · "
+                            f"{taken} inner step{'s' if taken != 1 else ''} · query MSE {loss:.3g}")
+        parts = ["[green]truth[/]", "[red]o support[/]", "[orange]x query[/]", "[#808080]θ[/]"]
+        if taken:
+            parts.append(f"[{_hex(ADAPTED[-1])}]θ′ step {taken}[/]")
+        for companion in snapshot["companions"]:
+            parts.append(f"[{_hex(COMPANION_COLOURS.get(companion['role'], 'cyan'))}]{companion['algorithm']}[/]")
+        fit.border_subtitle = " ".join(parts)
+        self.query_one(InnerCurveChart).show_curves(snapshot)
+        compare = next((c["algorithm"] for c in snapshot["companions"] if c["role"] == "compare"), None)
+        shown = (tuple(snapshot["settings"].items()), compare)
+        if shown != self.shown_settings:
+            self.shown_settings = shown
+            self.query_one(SettingsPanel).show(snapshot["settings"], compare)
+
+    def draw_charts(self) -> None:
+        r = self.records
+        key = (self.records_version, len(r["step"]))
+        self.query_one(LossChart).show_series(
+            [("before", r["step"], r["before"], (128, 128, 128)), ("after", r["step"], r["after"], "cyan")], key)
+        self.query_one(GradientChart).show_series(
+            [("meta", r["step"], r["meta"], MAGENTA), ("inner", r["step"], r["inner"], "orange")], key)
+
+    # -- actions --------------------------------------------------------------------------------
+    @property
+    def engine(self):
+        return self.app.engine
+
+    def action_inner_step(self) -> None:
+        self.engine.send("inner_step")
+
+    def action_reset_adaptation(self) -> None:
+        self.engine.send("reset_adaptation")
+
+    def action_new_task(self) -> None:
+        self.engine.send("new_task")
+
+    def action_outer_step(self) -> None:
+        self.engine.send("outer_steps", count=1)
+
+    def action_outer_burst(self) -> None:
+        self.engine.send("outer_steps", count=BURST)
+
+    def action_toggle_run(self) -> None:
+        self.running = not self.running
+        self.engine.send("run" if self.running else "pause")
+        self.set_message("")
+        self.redraw(status_only=True)
+
+    def action_cycle_compare(self) -> None:
+        current = self.compare_algorithm
+        choices = [None, *[a for a in ALGORITHMS if self.snapshot is None or a != self.snapshot["settings"]["algorithm"]]]
+        following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
+        self.engine.send("set_companion", role="compare", algorithm=following)
+
+    @property
+    def compare_algorithm(self) -> str | None:
+        if self.snapshot is None:
+            return None
+        return next((c["algorithm"] for c in self.snapshot["companions"] if c["role"] == "compare"), None)
+
+    def action_toggle_baseline(self) -> None:
+        present = self.snapshot is not None and any(c["role"] == "baseline" for c in self.snapshot["companions"])
+        self.engine.send("set_companion", role="baseline", algorithm=None if present else "pretrain")
+
+    def action_new_model(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.engine.send("new_model")
+
+        if self.snapshot is not None and self.snapshot["step"] > 0:
+            self.app.push_screen(ConfirmDialog(f"Throw away {self.snapshot['step']:,} outer steps of training and start a new model?"), answered)
+        else:
+            answered(True)
+
+    def action_save(self) -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                self.last_path = path
+                self.engine.send("save", path=path)
+
+        default = f"runs/explorer-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.app.push_screen(PathDialog("Save a checkpoint into this run directory:", default), chosen)
+
+    def action_open_run(self, role: str = "main") -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                self.last_path = path
+                self.engine.send("load", path=path, role=role)
+
+        title = "Open a run directory (or checkpoint file):" if role == "main" else "Open a run as the pretrained baseline:"
+        self.app.push_screen(PathDialog(title, self.last_path), chosen)
+
+    def action_restart_engine(self) -> None:
+        if self.engine.alive:
+            self.set_message("the engine is running; nothing to restart")
+            return
+        self.app.restart_engine()
+        self.query_one(FitPlot).placeholder("starting engine…")
+        self.query_one(StatusBar).update_status(state="starting engine…", message="")
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.BINDINGS))
+
+    async def action_quit(self) -> None:
+        await self.app.action_quit()
+
+    # -- settings -------------------------------------------------------------------------------
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id is None or not event.select.id.startswith("setting-"):
+            return
+        self.pick_setting(event.select.id.removeprefix("setting-"), str(event.value))
+
+    def pick_setting(self, key: str, value: str) -> None:
+        """A person picked ``value`` for ``key`` (in the panel or the palette)."""
+        if self.snapshot is None:
+            return  # the panel is still showing placeholders, not picks
+        if key == "compare":
+            if value == (self.compare_algorithm or "off"):
+                return
+            self.engine.send("set_companion", role="compare", algorithm=None if value == "off" else value)
+            return
+        current = as_text(self.snapshot["settings"][key])
+        if current == value:
+            return
+        changes = {key: value}
+        if key in FRESH_SETTINGS and self.snapshot["step"] > 0:
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.engine.send("set_settings", changes=changes)
+                else:  # put the panel back to what the engine still has
+                    self.shown_settings = None
+                    self.query_one(SettingsPanel).show(self.snapshot["settings"], self.compare_algorithm)
+
+            what = "algorithm" if key == "algorithm" else "model"
+            self.app.push_screen(ConfirmDialog(f"Changing the {what} to {value} starts a new model and throws away "
+                                               f"{self.snapshot['step']:,} outer steps of training. Go ahead?"), answered)
+            return
+        self.engine.send("set_settings", changes=changes)

@@ -1,0 +1,285 @@
+"""The explorer driven through Pilot: every binding does what its label says.
+
+Most tests run the engine in a thread of the test process (the same protocol, faster to start);
+``test_the_real_engine_process_starts_and_a_crash_is_reported`` runs the real engine process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from engine.config import ALGORITHM_NAMES, TASK_NAMES
+from maml_tui.app import ExplorerApp
+from maml_tui.engine_link import EngineLink
+from maml_tui.screens import ConfirmDialog, HelpScreen, MainScreen, PathDialog
+from maml_tui.widgets import FitPlot, LossChart
+from maml_tui.widgets.settings import CHOICES
+
+SIZE = (100, 30)
+
+
+def make_app(**options) -> ExplorerApp:
+    ascii_mode = options.pop("ascii_mode", False)
+    return ExplorerApp(EngineLink(mode=options.pop("mode", "thread"), device="cpu", **options), ascii_mode=ascii_mode)
+
+
+async def until(pilot, predicate, timeout: float = 30.0, what: str = "the expected state") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+async def ready(pilot) -> MainScreen:
+    main = pilot.app.main
+    await until(pilot, lambda: main is not None and main.snapshot is not None, what="the engine's first snapshot")
+    main.redraw(force=True)
+    await pilot.pause()
+    return main
+
+
+async def settled(pilot, main: MainScreen, predicate, what: str) -> dict:
+    await until(pilot, lambda: main.snapshot is not None and predicate(main.snapshot), what=what)
+    main.redraw(force=True)
+    await pilot.pause()
+    return main.snapshot
+
+
+async def test_inner_step_adapts_the_curve_and_lowers_the_support_loss():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        fit = main.query_one(FitPlot)
+        before, draws = main.snapshot, fit.draws
+        await pilot.press("i")
+        after = await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "one inner step")
+        assert after["support_loss"][1] < after["support_loss"][0]
+        assert after["predictions"][1] != before["predictions"][0]
+        assert fit.draws > draws
+        assert "1 inner step" in str(fit.border_title)
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 2, "two inner steps")
+        await pilot.press("r")
+        reset = await settled(pilot, main, lambda s: s["inner_steps_taken"] == 0, "a reset adaptation")
+        assert reset["predictions"] == before["predictions"]
+
+
+async def test_new_task_changes_the_task():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        first = main.snapshot
+        await pilot.press("n")
+        second = await settled(pilot, main, lambda s: s["task_number"] == first["task_number"] + 1, "a new task")
+        assert second["task_params"] != first["task_params"]
+        assert second["truth"] != first["truth"]
+
+
+async def test_outer_steps_advance_the_counter_and_add_chart_points():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        chart = main.query_one(LossChart)
+        points, draws = len(main.records["step"]), chart.draws
+        await pilot.press("o")
+        await settled(pilot, main, lambda s: s["step"] == 70_001, "one outer step")
+        await until(pilot, lambda: len(main.records["step"]) == points + 1, what="a new chart point")
+        main.redraw(force=True)
+        assert chart.draws > draws and main.records["step"][-1] == 70_001
+        assert "step 70,001" in str(main.query_one("#status").render())
+        await pilot.press("b")
+        await settled(pilot, main, lambda s: s["step"] == 70_101, "a burst of 100 outer steps")
+
+
+async def test_space_runs_and_pauses_meta_training():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await pilot.press("space")
+        await settled(pilot, main, lambda s: s["step"] > 70_005, "live training")
+        assert main.running and "running" in str(main.query_one("#status").render())
+        await pilot.press("space")
+        await until(pilot, lambda: not main.running, what="the pause")
+        await pilot.pause(0.3)
+        paused_at = main.snapshot["step"]
+        await pilot.pause(0.5)
+        assert main.snapshot["step"] == paused_at
+        assert "paused" in str(main.query_one("#status").render())
+
+
+async def test_compare_and_baseline_keys_add_learners_to_the_fit():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await pilot.press("c")
+        snapshot = await settled(pilot, main, lambda s: len(s["companions"]) == 1, "a compared algorithm")
+        assert snapshot["companions"][0]["role"] == "compare"
+        compared = snapshot["companions"][0]["algorithm"]
+        assert compared in str(main.query_one(FitPlot).border_subtitle)
+        await pilot.press("p")
+        await settled(pilot, main, lambda s: {c["role"] for c in s["companions"]} == {"compare", "baseline"}, "the baseline")
+        await pilot.press("c")
+        await settled(pilot, main, lambda s: any(c["role"] == "compare" and c["algorithm"] != compared for c in s["companions"]),
+                      "the next compared algorithm")
+
+
+async def test_help_screen_opens_and_closes():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("#keys").render())
+        for words in ("inner gradient step", "reset the adaptation", "new task", "meta-update", "run or pause"):
+            assert words in text
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_a_terminal_too_small_shows_a_message_and_resizing_restores_the_layout():
+    app = make_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        main = app.main
+        assert main.has_class("too-small")
+        assert main.query_one("#too-small").display and not main.query_one("#body").display
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert not main.has_class("too-small") and main.query_one("#body").display
+
+
+async def test_new_model_asks_first_then_starts_over():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await pilot.press("m")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("n")
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("m")
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["step"] == 0 and s["source"] == "new model", "a new model")
+        assert main.records["step"] == []
+
+
+async def test_changing_the_algorithm_asks_before_throwing_training_away():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        main.pick_setting("algorithm", "reptile")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["settings"]["algorithm"] == "reptile" and s["step"] == 0, "reptile")
+        main.pick_setting("shots", "5")  # keeps training, no question
+        await settled(pilot, main, lambda s: s["settings"]["shots"] == 5 and len(s["support_x"]) == 5, "five shots")
+        assert str(main.query_one("#setting-shots").value) == "5"
+
+
+async def test_a_diverging_run_pauses_itself_and_says_why():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        main.pick_setting("inner_lr", "10")
+        await settled(pilot, main, lambda s: s["settings"]["inner_lr"] == 10.0, "the huge inner learning rate")
+        await pilot.press("space")
+        await until(pilot, lambda: "diverged" in main.message, what="the divergence message")
+        assert not main.running
+        await pilot.pause(0.3)
+        assert main.snapshot["step"] >= 70_000 and "paused" in str(main.query_one("#status").render())
+
+
+async def test_engine_errors_are_reported_on_screen():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        app.engine.send("set_settings", changes={"meta_batch_size": "0"})
+        await until(pilot, lambda: "meta-batch" in main.message, what="the error message")
+        assert "meta-batch" in str(main.query_one("#status").render())
+
+
+async def test_save_and_open_through_the_dialogs(tmp_path: Path):
+    app = make_app()
+    run = tmp_path / "saved-run"
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await pilot.press("o")
+        await settled(pilot, main, lambda s: s["step"] == 70_001, "one outer step")
+        await pilot.press("s")
+        assert isinstance(app.screen, PathDialog)
+        app.screen.query_one("#path").value = str(run)
+        await pilot.press("enter")
+        await until(pilot, lambda: "saved step 70,001" in main.message, what="the saved message")
+        assert (run / "checkpoint.pt").is_file() and (run / "config.json").is_file()
+        await pilot.press("m")
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["step"] == 0, "a new model")
+        await pilot.press("l")
+        app.screen.query_one("#path").value = str(run)
+        await pilot.press("enter")
+        await settled(pilot, main, lambda s: s["step"] == 70_001 and s["source"] == str(run), "the reopened run")
+
+
+async def test_q_quits_and_stops_the_engine():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running
+    assert not app.engine.alive
+
+
+async def test_the_palette_lists_every_action_and_setting():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        for binding in MainScreen.BINDINGS:
+            assert binding.description in titles
+        for algorithm in ALGORITHM_NAMES:
+            assert f"Algorithm: {algorithm}" in titles
+        assert "Theme" in " ".join(titles) or "theme" in " ".join(titles).lower()
+
+
+def test_the_panel_offers_every_task_family_and_algorithm():
+    assert CHOICES["task"] == TASK_NAMES
+    assert CHOICES["algorithm"] == ALGORITHM_NAMES
+
+
+async def test_ascii_mode_draws_without_braille():
+    app = make_app(ascii_mode=True)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        text = main.query_one(FitPlot).render().plain
+        assert not any(0x2800 <= ord(ch) <= 0x28FF for ch in text)
+        assert "." in text
+
+
+async def test_the_real_engine_process_starts_a_crash_is_reported_and_r_restarts_it():
+    app = make_app(mode="process")
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        assert app.engine.process is not None and app.engine.process.is_alive()
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step in the engine process")
+        app.engine.send("crash", code=3)
+        await until(pilot, lambda: "stopped unexpectedly" in main.message, what="the crash report")
+        assert "exit code 3" in main.message
+        assert "stopped" in str(main.query_one("#status").render())
+        main.snapshot = None
+        await pilot.press("R")  # a new engine process, started while Textual owns stderr
+        await ready(pilot)
+        assert app.engine.process.is_alive() and main.snapshot["step"] == 70_000
+        await pilot.press("q")
+
+
+async def test_an_engine_that_cannot_start_says_why(tmp_path: Path):
+    app = make_app(run=tmp_path / "not-a-run")
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: main is not None and "could not start" in main.message, what="the start error")
+        assert "not a run directory" in main.message
+        assert main.snapshot is None and "stopped" in str(main.query_one("#status").render())

@@ -1,0 +1,173 @@
+"""ExplorerSession, the steppable object behind the explorer, and the engine loop that serves it."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+
+import pytest
+import torch
+
+from engine.config import ALGORITHM_NAMES, RunConfig, TASK_NAMES
+from engine.explorer import ExplorerSession, apply_settings
+from engine.explorer_server import serve
+from engine.trainer import DivergedError, MetaLearner
+from maml_tui.engine_link import SHIPPED_RUN
+
+
+def small_config(**algo) -> RunConfig:
+    return RunConfig().replace(model={"hidden": (16, 16)}, train={"meta_batch_size": 4}, algo=algo or {})
+
+
+@pytest.fixture(scope="module")
+def shipped() -> ExplorerSession:
+    return ExplorerSession.open(SHIPPED_RUN, device="cpu")
+
+
+def test_the_shipped_checkpoint_adapts_well_in_a_few_inner_steps(shipped):
+    shipped.reset_adaptation()
+    before = shipped.snapshot()
+    for _ in range(3):
+        shipped.inner_step()
+    after = shipped.snapshot()
+    assert before.step == after.step == 70_000
+    assert after.inner_steps_taken == 3 and len(after.predictions) == 4
+    assert after.support_loss[-1] < 0.5 * before.support_loss[0]
+    assert after.query_loss[-1] < 0.1 * before.query_loss[0]  # meta-trained: a few steps fit well
+    assert after.predictions[-1] != before.predictions[0]
+    shipped.reset_adaptation()
+    assert shipped.snapshot().predictions == before.predictions
+
+
+def test_snapshots_hold_plain_numbers_only(shipped):
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, (bool, int, float, str))
+
+    assert plain(shipped.snapshot().to_dict())
+
+
+def test_an_inner_step_lowers_the_support_loss_of_a_fresh_model():
+    session = ExplorerSession.open(config=small_config(inner_lr=0.05), device="cpu")
+    losses = []
+    for _ in range(3):
+        session.inner_step()
+        losses = session.snapshot().support_loss
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+
+
+def test_outer_steps_advance_and_record():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    records = session.outer_steps(5)
+    assert session.learner.step == 5 and [r.step for r in records] == [5]
+    assert session.snapshot().step == 5
+    assert math.isfinite(records[0].query_loss_after) and records[0].meta_grad_norm > 0
+
+
+def test_new_task_changes_the_task_and_resets_the_adaptation():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.inner_step()
+    first = session.snapshot()
+    session.new_task()
+    second = session.snapshot()
+    assert second.task_number == first.task_number + 1
+    assert second.task_params != first.task_params and second.support_x != first.support_x
+    assert second.inner_steps_taken == 0
+
+
+def test_compare_and_baseline_adapt_on_the_same_task():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.set_companion("compare", "fomaml")
+    session.set_companion("baseline", "pretrain")
+    session.outer_steps(3)
+    session.inner_step()
+    snapshot = session.snapshot()
+    roles = {c.role: c for c in snapshot.companions}
+    assert roles["compare"].algorithm == "fomaml" and roles["baseline"].algorithm == "pretrain"
+    assert roles["compare"].step == roles["baseline"].step == 3
+    assert len(roles["compare"].curve) == len(snapshot.curve)
+    assert len(roles["compare"].prediction) == len(snapshot.grid_x)
+    session.set_companion("compare", None)
+    assert [c.role for c in session.snapshot().companions] == ["baseline"]
+
+
+def test_settings_keep_training_unless_the_model_or_algorithm_changes():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.outer_steps(2)
+    session.set_settings({"shots": "5", "inner_lr": "0.03", "inner_steps": "2", "task": "linear"})
+    assert session.learner.step == 2 and session.config.train.shots == 5
+    assert session.config.algo.inner_lr == 0.03 and session.config.task.name == "linear"
+    assert len(session.snapshot().support_x) == 5
+    assert session.needs_fresh_model({"algorithm": "reptile"}) and not session.needs_fresh_model({"shots": 3})
+    session.set_settings({"algorithm": "metasgd"})
+    assert session.learner.step == 0 and session.config.algo.name == "metasgd"
+    with pytest.raises(ValueError):
+        apply_settings(session.config, {"shots": "0"})
+
+
+def test_every_algorithm_and_task_family_can_be_explored():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    for algorithm in ALGORITHM_NAMES:
+        session.set_settings({"algorithm": algorithm})
+        session.outer_steps(1)
+        session.inner_step()
+        assert math.isfinite(session.snapshot().query_loss[-1]), algorithm
+    for task in TASK_NAMES:
+        session.set_settings({"task": task})
+        assert math.isfinite(session.snapshot().curve[-1]), task
+
+
+def test_a_diverging_run_restores_its_last_finite_state():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.outer_steps(2)
+    good = {n: v.clone() for n, v in session.learner.parameters().items()}
+    session.set_settings({"inner_lr": 1000.0})
+    with pytest.raises(DivergedError, match="diverged"):
+        session.outer_steps(20)
+    assert session.learner.step == 2
+    assert all(torch.equal(good[n], v) for n, v in session.learner.parameters().items())
+
+
+def test_save_and_load_round_trip_through_a_run_directory(tmp_path):
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.outer_steps(3)
+    run = tmp_path / "run"
+    session.save(run)
+    learner = MetaLearner.from_run(run, "cpu")
+    assert learner.step == 3
+    assert all(torch.equal(learner.parameters()[n], v) for n, v in session.learner.parameters().items())
+    session.outer_steps(2)
+    session.save(run)  # saving again overwrites the checkpoint in place
+    assert MetaLearner.from_run(run, "cpu").step == 5
+    other = ExplorerSession.open(run, device="cpu")
+    assert other.learner.step == 5 and [r.step for r in other.records] == [3, 5]
+    other.load(run, role="baseline")
+    assert other.companions["baseline"].step == 5
+
+
+def test_the_engine_loop_answers_commands_with_events():
+    commands, events = queue.Queue(), queue.Queue()
+    worker = threading.Thread(target=serve, args=(commands, events), kwargs={"run": str(SHIPPED_RUN), "device": "cpu"}, daemon=True)
+    worker.start()
+
+    def wait_for(kind):
+        while True:
+            event = events.get(timeout=30)
+            if event["kind"] == kind:
+                return event
+
+    assert wait_for("ready")["device"] == "cpu"
+    assert wait_for("snapshot")["snapshot"]["step"] == 70_000
+    commands.put(("outer_steps", {"count": 3}))
+    while (snapshot := wait_for("snapshot"))["snapshot"]["step"] < 70_003:
+        pass
+    commands.put(("set_settings", {"changes": {"shots": "0"}}))
+    assert "shots" in wait_for("error")["message"]
+    commands.put(("quit", {}))
+    wait_for("closed")
+    worker.join(5)
+    assert not worker.is_alive()
