@@ -10,6 +10,7 @@ share the same code, so a run trained headless and one stepped by hand are the s
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -170,7 +171,7 @@ class MetaLearner:
         return {
             "step": self.step,
             "params": {n: v.detach().clone() for n, v in self.params.items()},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # fused Adam updates its state in place
             "rng": {"tasks": self.generator.get_state(), "device": self.device.type},
         }
 

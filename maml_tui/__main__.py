@@ -2,4 +2,5 @@
 
 from maml_tui.cli import main
 
-main()
+if __name__ == "__main__":  # the explorer's engine process must never re-run the CLI on import
+    main()
