@@ -166,6 +166,13 @@ class FitPlot(Chart):
         self.refresh()
 
 
+def _step_label(step: float) -> str:
+    """A compact outer-step count for an axis: 950, 12.5k, 70k."""
+    if step < 1000:
+        return f"{step:.0f}"
+    return f"{step / 1000:.1f}k" if step < 10_000 else f"{step / 1000:.0f}k"
+
+
 class MetricChart(Chart):
     """Named series against the outer step, on a log scale."""
 
@@ -173,14 +180,17 @@ class MetricChart(Chart):
         if not self.begin(key):
             return
         plt = self.plt
-        drawn = False
+        drawn, low, high = False, math.inf, -math.inf
         for label, xs, ys, colour in series:
             xs, ys = downsample(xs, [math.log10(y) if y > 0 and math.isfinite(y) else math.nan for y in ys], self.points)
             if xs:
                 plt.plot(xs, ys, color=colour, marker=self.marker("line"))
-                drawn = True
+                drawn, low, high = True, min(low, xs[0]), max(high, xs[-1])
         if not drawn:
             plt.title("no outer steps yet")
+        elif high > low:
+            ticks = [low + (high - low) * k / 3 for k in range(4)]
+            plt.xticks(ticks, [_step_label(t) for t in ticks])  # outer steps are counts, not floats
         self.refresh()
 
 
