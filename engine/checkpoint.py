@@ -123,6 +123,13 @@ class RunDirectory:
         _atomic_write(self.config_path, lambda f: f.write(json.dumps(document, indent=2).encode()))
         self.metrics_path.write_text("")
 
+    def write_config(self, config: RunConfig) -> None:
+        """Replace the stored config (keeping the document's other fields), atomically."""
+        document = json.loads(self.config_path.read_text()) if self.config_path.is_file() else {
+            "format": RUN_FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": torch.__version__}
+        document["config"] = config.to_dict()
+        _atomic_write(self.config_path, lambda f: f.write(json.dumps(document, indent=2).encode()))
+
     def load_config(self) -> RunConfig:
         if not self.path.is_dir():
             raise RunError(f"{self.path} is not a run directory (it does not exist)")
@@ -141,9 +148,11 @@ class RunDirectory:
         return load_checkpoint(self.checkpoint_path, map_location)
 
     def append_metrics(self, metrics, its_per_second: float) -> None:
-        record = {**metrics.to_dict(), "its_per_second": its_per_second, "time": time.time()}
+        self.append_records([{**metrics.to_dict(), "its_per_second": its_per_second, "time": time.time()}])
+
+    def append_records(self, records: list[dict]) -> None:
         with open(self.metrics_path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+            file.write("".join(json.dumps(record) + "\n" for record in records))
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.is_file():

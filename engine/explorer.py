@@ -14,7 +14,6 @@ finite state and raises :class:`~engine.trainer.DivergedError`.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from engine.checkpoint import RunDirectory, _atomic_write
+from engine.checkpoint import RunDirectory
 from engine.config import ALGORITHM_NAMES, TASK_NAMES, RunConfig
 from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
 
@@ -296,17 +295,18 @@ class ExplorerSession:
         run = RunDirectory(path)
         if run.checkpoint_path.exists():
             run.load_config()  # refuse to overwrite something that is not a run directory
-            document = json.loads(run.config_path.read_text())
-            document["config"] = self.config.to_dict()
-            _atomic_write(run.config_path, lambda f: f.write(json.dumps(document, indent=2).encode()))
-        else:
-            run.create(self.config)
         if not _finite(self.learner):
             raise DivergedError("the parameters are not finite; nothing was saved")
+        if run.checkpoint_path.exists():
+            run.write_config(self.config)
+        else:
+            run.create(self.config)
         run.save_checkpoint(self.learner.state_dict(), self.config)
-        text = "".join(json.dumps({**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}) + "\n"
-                       for r in self.records if r.step <= self.learner.step)
-        _atomic_write(run.metrics_path, lambda f: f.write(text.encode()))
+        # keep every record already there (a headless run's are richer); add only the newer ones
+        run.truncate_metrics(self.learner.step)
+        last = max((r.get("step", 0) for r in run.read_metrics()), default=0)
+        run.append_records([{**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}
+                            for r in self.records if last < r.step <= self.learner.step])
         self.source = _describe(run.path)
         return run.path
 

@@ -149,6 +149,23 @@ def test_save_and_load_round_trip_through_a_run_directory(tmp_path):
     assert other.companions["baseline"].step == 5
 
 
+def test_saving_into_a_headless_run_keeps_its_metrics(tmp_path):
+    from engine.checkpoint import RunDirectory
+    from engine.trainer import train
+
+    run = tmp_path / "run"
+    config = small_config().replace(train={"steps": 40, "log_every": 10})
+    train(config, run, device="cpu")
+    before = RunDirectory(run).read_metrics()
+    session = ExplorerSession.open(run, device="cpu")
+    session.outer_steps(2)
+    session.save(run)
+    after = RunDirectory(run).read_metrics()
+    assert after[: len(before)] == before  # the headless records, untouched and complete
+    assert [r["step"] for r in after[len(before):]] == [42]
+    assert MetaLearner.from_run(run, "cpu").step == 42
+
+
 def test_the_engine_loop_answers_commands_with_events():
     commands, events = queue.Queue(), queue.Queue()
     worker = threading.Thread(target=serve, args=(commands, events), kwargs={"run": str(SHIPPED_RUN), "device": "cpu"}, daemon=True)
