@@ -51,8 +51,9 @@ class BenchResult:
         return {**asdict(self), "ratio": self.ratio}
 
 
-def plain_loop_step(model: MLP, params: list[torch.Tensor], optimizer, batch, inner_lr: float, inner_steps: int, first_order: bool) -> float:
-    """One meta-iteration the tutorial way: a Python loop over tasks."""
+def plain_loop_step(model: MLP, params: list[torch.Tensor], optimizer, batch, inner_lr: float, inner_steps: int, first_order: bool) -> torch.Tensor:
+    """One meta-iteration the tutorial way: a Python loop over tasks. Returns the mean query loss
+    as a tensor (no per-task device sync, which would slow the loop down on a GPU)."""
     optimizer.zero_grad()
     total = 0.0
     names = model.names
@@ -65,7 +66,7 @@ def plain_loop_step(model: MLP, params: list[torch.Tensor], optimizer, batch, in
             fast = [p - inner_lr * g for p, g in zip(fast, grads)]
         query = nnf.mse_loss(model.forward(dict(zip(names, fast)), batch.x_query[t]), batch.y_query[t])
         (query / batch.num_tasks).backward()
-        total += float(query.detach())
+        total = total + query.detach()
     optimizer.step()
     return total / batch.num_tasks
 

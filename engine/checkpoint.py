@@ -115,13 +115,22 @@ class RunDirectory:
         return self.path / CHECKPOINT_FILE
 
     def create(self, config: RunConfig) -> None:
-        if self.checkpoint_path.exists():
-            raise RunError(f"{self.path} already holds a run; use --resume {self.path} or choose another --out")
+        self.check_creatable()
         self.path.mkdir(parents=True, exist_ok=True)
         document = {"format": RUN_FORMAT, "version": VERSION, "config": config.to_dict(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": torch.__version__}
         _atomic_write(self.config_path, lambda f: f.write(json.dumps(document, indent=2).encode()))
         self.metrics_path.write_text("")
+
+    def check_creatable(self) -> None:
+        """Raise :class:`RunError` unless a new run can go here without touching anything else."""
+        if self.checkpoint_path.exists():
+            raise RunError(f"{self.path} already holds a run; use --resume {self.path} or choose another --out")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} is a file, not a directory; choose another --out")
+        if self.config_path.exists() or self.metrics_path.exists():
+            raise RunError(f"{self.path} already holds a {CONFIG_FILE} or {METRICS_FILE} that is not a complete run; "
+                           "choose another --out")
 
     def write_config(self, config: RunConfig) -> None:
         """Replace the stored config (keeping the document's other fields), atomically."""

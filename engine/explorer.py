@@ -13,7 +13,6 @@ finite state and raises :class:`~engine.trainer.DivergedError`.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -165,7 +164,7 @@ class ExplorerSession:
             return cls(MetaLearner(config or RunConfig(), device), "new model")
         path = Path(path)
         learner = MetaLearner.from_run(path, device)
-        return cls(learner, _describe(path), _read_records(path))
+        return cls(learner, str(path), _read_records(path))
 
     @property
     def config(self) -> RunConfig:
@@ -211,7 +210,7 @@ class ExplorerSession:
         """
         learners = [self.learner, *self.companions.values()]
         if self._restore_point is None:
-            self._restore_point = [_backup(learner) for learner in learners]
+            self._restore_point = [learner.state_dict() for learner in learners]
         start = time.perf_counter()
         done = 0
         metrics = None
@@ -302,12 +301,18 @@ class ExplorerSession:
         else:
             run.create(self.config)
         run.save_checkpoint(self.learner.state_dict(), self.config)
-        # keep every record already there (a headless run's are richer); add only the newer ones
-        run.truncate_metrics(self.learner.step)
-        last = max((r.get("step", 0) for r in run.read_metrics()), default=0)
-        run.append_records([{**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}
-                            for r in self.records if last < r.step <= self.learner.step])
-        self.source = _describe(run.path)
+        as_dicts = lambda records: [{**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}  # noqa: E731
+                                    for r in records if r.step <= self.learner.step]
+        same_run = self.source is not None and Path(self.source).resolve() == run.path.resolve()
+        existing = run.read_metrics()
+        if same_run and all(r.get("step", 0) <= self.learner.step for r in existing):
+            # continuing the run these records came from: keep its (richer) records, add the newer ones
+            last = max((r.get("step", 0) for r in existing), default=0)
+            run.append_records(as_dicts(r for r in self.records if r.step > last))
+        else:  # another run's history: replace it rather than mix two runs
+            run.truncate_metrics(-1)
+            run.append_records(as_dicts(self.records))
+        self.source = str(run.path)
         return run.path
 
     def load(self, path: str | Path, role: str = "main") -> None:
@@ -317,7 +322,7 @@ class ExplorerSession:
         if role == "main":
             self.learner = learner
             self.records = _read_records(Path(path))
-            self.source = _describe(Path(path))
+            self.source = str(path)
             self.companions = {r: MetaLearner(learner.config.replace(algo={"name": c.config.algo.name}), learner.device)
                                for r, c in self.companions.items()}
             self._reseed_tasks()
@@ -367,10 +372,6 @@ class ExplorerSession:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _describe(path: Path) -> str:
-    return str(path)
-
-
 def _read_records(path: Path) -> list[OuterRecord]:
     if not Path(path).is_dir():
         return []
@@ -387,18 +388,12 @@ def _finite(learner: MetaLearner) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in learner.params.values())
 
 
-def _backup(learner: MetaLearner) -> dict:
-    state = learner.state_dict()  # params are cloned; the optimizer's tensors are live
-    state["optimizer"] = copy.deepcopy(state["optimizer"])
-    return state
-
-
 def _rebuild(learner: MetaLearner, config: RunConfig, reseed: bool = False, fresh: bool = False) -> MetaLearner:
     """A learner for ``config`` that keeps ``learner``'s training (unless ``fresh``)."""
     rebuilt = MetaLearner(config, learner.device)
     if fresh:
         return rebuilt
-    rebuilt.load_state_dict(_backup(learner))
+    rebuilt.load_state_dict(learner.state_dict())
     if reseed:
         rebuilt.generator.manual_seed(config.train.seed)
     return rebuilt

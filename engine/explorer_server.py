@@ -5,7 +5,7 @@ in a separate process (what the explorer does, so training and drawing never fig
 interpreter) and in a thread (what fast tests do). Commands are ``(name, arguments)`` tuples;
 events are plain dicts with a ``kind`` ("ready", "snapshot", "records", "error", "diverged",
 "saved", "closed") so the UI process never needs to import torch to read them. While meta-training
-runs, the loop steps in chunks of about 30 ms, checks the command queue between chunks, and sends
+runs, the loop steps in chunks of about 20 ms, checks the command queue between chunks, and sends
 at most ``snapshot_rate`` snapshots a second, plus one right after each command so a key press
 is answered at once.
 """
@@ -19,12 +19,8 @@ import traceback
 from dataclasses import asdict
 from typing import Any
 
-BURST = 100  # outer steps in one "burst"
 CHUNK_SECONDS = 0.02  # training time between two looks at the command queue
 RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
-COMMANDS = ("inner_step", "reset_adaptation", "new_task", "outer_steps", "run", "pause", "set_settings",
-            "new_model", "set_companion", "save", "load", "snapshot", "quit", "crash")
-
 
 def serve(commands, events, run: str | None = None, device: str = "auto", snapshot_rate: float = 4.0,
           quiet: bool = False, parent_pid: int | None = None) -> None:

@@ -67,6 +67,8 @@ class TaskFamily:
             )
         self.ranges = {**self.defaults, **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in ranges.items()}}
         for key, value in self.ranges.items():
+            if isinstance(self.defaults[key], tuple) and not isinstance(value, tuple):
+                raise ValueError(f"range {key!r} of task family {self.name!r} must be [low, high], got {value!r}")
             if isinstance(value, tuple) and (len(value) != 2 or not value[0] <= value[1]):
                 raise ValueError(f"range {key!r} of task family {self.name!r} must be [low, high] with low <= high")
         self.device = torch.device(device)

@@ -43,6 +43,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but this torch build sees no CUDA device")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name} was asked for but only {torch.cuda.device_count()} CUDA device(s) are visible")
     if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps was asked for but MPS is not available here")
     return resolved
@@ -234,12 +236,13 @@ def train(
         learner = MetaLearner(config, device, threads)
         learner.load_state_dict(run.load_checkpoint(map_location=learner.device))
         run.truncate_metrics(learner.step)
+        if steps is not None:
+            run.write_config(config)  # the new target survives a later plain --resume
     else:
         config = config if steps is None else config.replace(train={"steps": steps})
         learner = MetaLearner(config, device, threads)
         run.create(config)
     total = config.train.steps
-    log_every, checkpoint_every = config.train.log_every, config.train.checkpoint_every
     emit(TrainEvent("start", learner.step, total, message=str(run.path)))
 
     def save(reason: str) -> None:
@@ -258,10 +261,23 @@ def train(
 
     if not resume:
         save("initial")
-    window_start, window_steps = time.perf_counter(), 0
-    its = 0.0
-    reason = "finished"
     interrupted = _InterruptFlag()  # Ctrl-C stops at a step boundary, so the checkpoint is exact
+    try:
+        reason, its = _train_loop(learner, run, total, interrupted, should_stop, emit, save)
+        interrupted.saving = True  # from here on Ctrl-C is ignored: the final save is not cut short
+        save("final" if reason == "finished" else "interrupted")
+    finally:
+        interrupted.restore()
+    end = TrainEvent("end", learner.step, total, its_per_second=its, message=reason)
+    emit(end)
+    return end
+
+
+def _train_loop(learner: MetaLearner, run, total: int, interrupted, should_stop, emit, save) -> tuple[str, float]:
+    """Outer steps until ``total``, a stop request or Ctrl-C; returns why it stopped and the last meta-it/s."""
+    log_every, checkpoint_every = learner.config.train.log_every, learner.config.train.checkpoint_every
+    window_start, window_steps = time.perf_counter(), 0
+    reason, its = "finished", 0.0
     try:
         while learner.step < total:
             if interrupted.set or (should_stop is not None and should_stop()):
@@ -286,12 +302,7 @@ def train(
                 save("periodic")
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread's handler
         reason = "interrupted"
-    finally:
-        interrupted.restore()
-    save("final" if reason == "finished" else "interrupted")
-    end = TrainEvent("end", learner.step, total, its_per_second=its, message=reason)
-    emit(end)
-    return end
+    return reason, its
 
 
 class _InterruptFlag:
@@ -299,11 +310,14 @@ class _InterruptFlag:
 
     def __init__(self):
         self.set = False
+        self.saving = False
         self._previous = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if self.saving:
+            return
         if self.set:
             raise KeyboardInterrupt
         self.set = True

@@ -57,6 +57,8 @@ def root(
     device: Annotated[str, typer.Option(help="Engine device: auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """With no command, open the live explorer."""
+    if ctx.invoked_subcommand is not None and (ascii_mode or device != "auto"):
+        fail(f"--device and --ascii go after the command, e.g. maml-tui {ctx.invoked_subcommand} --device cpu")
     if ctx.invoked_subcommand is None:
         _run_explorer(None, ascii_mode, device)
 
@@ -145,6 +147,15 @@ def train(
         except ValueError as error:
             fail(str(error))
         run_dir = out or Path("runs") / f"{task}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+        from engine.checkpoint import RunDirectory
+
+        try:
+            RunDirectory(run_dir).check_creatable()
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except RunError as error:
+            fail(str(error))
+        except OSError as error:
+            fail(f"cannot write the run directory {run_dir}: {error.strerror or error}")
 
     from maml_tui.progress import TrainProgress
 
@@ -157,6 +168,8 @@ def train(
         fail(str(error))
     except (RunError, ValueError) as error:
         fail(str(error))
+    except OSError as error:
+        fail(f"cannot write the run directory {run_dir}: {error.strerror or error}")
     if quiet:
         console.print(str(run_dir), highlight=False)
     else:

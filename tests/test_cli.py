@@ -61,6 +61,8 @@ def test_eval_table_and_resume(tmp_path):
         (["eval", "/nonexistent/run"], "not a run directory"),
         (["eval", ".", "--shots", "0"], "--shots must be positive"),
         (["bench", "--seconds", "0"], "--seconds must be positive"),
+        (["--device", "cpu", "train"], "--device and --ascii go after the command"),
+        (["train", "--out", "/proc/no-such-place/run"], "cannot write the run directory"),
     ],
 )
 def test_bad_input_gives_one_sentence_and_exit_1(args, message):
@@ -160,3 +162,24 @@ def test_ctrl_c_saves_an_exact_checkpoint_and_exits_130(tmp_path):
     done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--resume", str(run), "--steps", str(step + 5), "--quiet"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and load_checkpoint(run / "checkpoint.pt")["step"] == step + 5
+
+
+def test_out_never_clobbers_files_that_are_not_a_run(tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "config.json").write_text('{"mine": 1}')
+    result = invoke("train", "--steps", 5, "--out", target, *SMALL)
+    assert result.exit_code == 1 and "not a complete run" in result.output
+    assert (target / "config.json").read_text() == '{"mine": 1}'
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    result = invoke("train", "--steps", 5, "--out", afile, *SMALL)
+    assert result.exit_code == 1 and afile.read_text() == "keep"
+
+
+def test_resume_with_a_new_target_keeps_it(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "--steps", 10, "--out", run, *SMALL).exit_code == 0
+    assert invoke("train", "--resume", run, "--steps", 20, "--quiet").exit_code == 0
+    result = invoke("train", "--resume", run)  # no --steps: the run's own (now 20) target
+    assert result.exit_code == 0 and "step 20 of 20" in result.output

@@ -166,6 +166,19 @@ def test_saving_into_a_headless_run_keeps_its_metrics(tmp_path):
     assert MetaLearner.from_run(run, "cpu").step == 42
 
 
+def test_saving_another_model_into_a_run_replaces_its_history(tmp_path):
+    from engine.checkpoint import RunDirectory
+    from engine.trainer import train
+
+    run = tmp_path / "run"
+    train(small_config().replace(train={"steps": 40, "log_every": 10}), run, device="cpu")
+    session = ExplorerSession.open(config=small_config(), device="cpu")  # a new model, not that run
+    session.outer_steps(3)
+    session.save(run)
+    assert [r["step"] for r in RunDirectory(run).read_metrics()] == [r.step for r in session.records]
+    assert MetaLearner.from_run(run, "cpu").step == 3
+
+
 def test_the_engine_loop_answers_commands_with_events():
     commands, events = queue.Queue(), queue.Queue()
     worker = threading.Thread(target=serve, args=(commands, events), kwargs={"run": str(SHIPPED_RUN), "device": "cpu"}, daemon=True)

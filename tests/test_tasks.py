@@ -50,6 +50,8 @@ def test_ranges_are_configurable_and_checked():
     assert torch.all(batch.params["amplitude"] == 1.0) and batch.x_support.max() <= 1.0
     with pytest.raises(ValueError, match="no range 'frequency'"):
         engine.make_task_family("sinusoid", frequency=(1, 2))
+    with pytest.raises(ValueError, match=r"must be \[low, high\]"):
+        engine.make_task_family("sinusoid", amplitude=5)
     with pytest.raises(ValueError, match="low <= high"):
         engine.make_task_family("linear", slope=(3, -3))
     with pytest.raises(ValueError, match="unknown task family"):

@@ -51,11 +51,12 @@ def test_meta_training_improves_adaptation():
     assert mean(last) < 0.6 * mean(first)
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("split_at", [100, 150])  # 150 is not a multiple of log_every: logging must not matter
+def test_resume_is_bit_identical(tmp_path, split_at):
     config = small_config(steps=200)
     train(config, tmp_path / "straight", device="cpu")
-    train(config, tmp_path / "split", device="cpu", steps=100)
-    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"] == 100
+    train(config, tmp_path / "split", device="cpu", steps=split_at)
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"] == split_at
     train(config, tmp_path / "split", device="cpu", resume=True, steps=200)
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
     split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
@@ -64,7 +65,9 @@ def test_resume_is_bit_identical(tmp_path):
         assert torch.equal(value, split["params"][name]), name
     assert torch.equal(straight["rng"]["tasks"], split["rng"]["tasks"])
     steps = [r["step"] for r in RunDirectory(tmp_path / "split").read_metrics()]
-    assert steps == list(range(20, 201, 20))  # no duplicate or missing records across the resume
+    expected = sorted(set(range(20, 201, 20)) | {split_at})  # the last step of a run is always logged
+    assert steps == expected  # no duplicate or missing records across the resume
+    assert RunDirectory(tmp_path / "split").load_config().train.steps == 200  # the new target is kept
 
 
 def test_run_directory_layout_and_weights_only_checkpoint(tmp_path):

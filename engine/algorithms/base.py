@@ -95,10 +95,18 @@ class Algorithm:
         leaves = _leaves(params)
         model_params = self.model_params(leaves)
         rates = self.learning_rates(leaves)
-        if not metrics and self._use_fused(rates):
+        if self._use_fused(rates):
             loss = F.one_step_relu_query_loss(self.model, model_params, batch.x_support, batch.y_support,
                                               batch.x_query, batch.y_query, self.inner_lr, self.first_order)
-            return MetaStep(loss.detach(), _grad(loss, leaves))
+            step = MetaStep(loss.detach(), _grad(loss, leaves))
+            if metrics:  # numbers only: logging must never change the gradient (and so the run)
+                with torch.no_grad():
+                    _, inner = F.lowrank_query_loss(
+                        self.model, model_params, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
+                        self.inner_lr, 1, self.adapt_names, create_graph=False, record=True,
+                    )
+                self._fill_metrics(step, model_params, batch, inner)
+            return step
         if self._use_lowrank(rates, batch):
             loss, inner = F.lowrank_query_loss(
                 self.model, model_params, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
