@@ -125,6 +125,16 @@ def train(
     if resume is not None:
         from engine.checkpoint import RunDirectory
 
+        ignored = [flag for flag, value in (
+            ("--task", task != "sinusoid"), ("--algo", algo != "maml"), ("--meta-batch", meta_batch != 25),
+            ("--shots", shots != 10), ("--query", query != 10), ("--inner-steps", inner_steps != 1),
+            ("--inner-lr", inner_lr != 0.01), ("--outer-lr", outer_lr != 1e-3), ("--hidden", hidden != "40,40"),
+            ("--activation", activation != "relu"), ("--init", init != "torch"), ("--seed", seed != 0),
+            ("--out", out is not None), ("--log-every", log_every != 100), ("--checkpoint-every", checkpoint_every != 5000),
+        ) if value]
+        if ignored:
+            fail(f"--resume continues a run with its own settings, so {', '.join(ignored)} cannot change; "
+                 "only --steps, --device, --threads and --quiet apply")
         try:
             RunDirectory(resume).load_config()
             RunDirectory(resume).load_checkpoint()
