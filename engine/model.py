@@ -120,13 +120,6 @@ class MLP:
 
     __call__ = forward
 
-    def features(self, params: Params, x: Tensor) -> Tensor:
-        """The last hidden layer's output (the body that ANIL keeps fixed in its inner loop)."""
-        h = x
-        for i in range(self.num_layers - 1):
-            h = self._act(self._layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"]))
-        return h
-
     # -- closed-form backward -------------------------------------------------------------------
     def loss_and_gradients(self, params: Params, x: Tensor, y: Tensor, head_only: bool = False) -> tuple[Tensor, Params]:
         """Per-task MSE (tasks,) and its gradient w.r.t. every parameter, each (tasks, *shape).
