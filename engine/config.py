@@ -4,7 +4,10 @@ A run is fully described by a :class:`RunConfig`: which task family, which model
 algorithm and how to train it. Configs are plain data (JSON round-trippable through
 :meth:`RunConfig.to_dict` / :meth:`RunConfig.from_dict`) so run directories, the CLI and the
 explorer all speak the same language. Validation lives here too: every user-facing entry point
-calls :meth:`RunConfig.validate` and turns its ``ValueError`` into one clear sentence.
+calls :meth:`RunConfig.validate` and turns its ``ValueError`` into one clear sentence. Names are
+checked against the one registry (``engine.registry``). An inner rate or step count of ``None``
+means the algorithm's own default; :meth:`RunConfig.resolved` fills them in, and that is what a run
+directory stores.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_NAMES = ("sinusoid", "linear", "quadratic", "sine_line", "harmonic", "tanh", "abs")
-ALGORITHM_NAMES = ("maml", "fomaml", "reptile", "anil", "metasgd", "pretrain", "scratch")
+from engine import registry
+
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
 
 
@@ -22,14 +25,15 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
 class TaskConfig:
     """Which task family to sample from; ``ranges`` overrides its parameter ranges."""
 
-    name: str = "sinusoid"  # one of TASK_NAMES
+    name: str = "sinusoid"  # one of engine.registry.TASKS
     ranges: dict[str, Any] = field(default_factory=dict)  # e.g. {"amplitude": [0.1, 5.0]}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The functional MLP that every algorithm adapts."""
+    """The functional model that every algorithm adapts."""
 
+    kind: str = "mlp"  # one of engine.registry.MODELS
     hidden: tuple[int, ...] = (40, 40)  # hidden layer widths; () is a linear model
     activation: str = "relu"  # one of ACTIVATIONS
     init: str = "torch"  # "torch" (nn.Linear default) or "finn" (MAML reference code: N(0, 0.01), zero bias)
@@ -39,9 +43,10 @@ class ModelConfig:
 class AlgoConfig:
     """The meta-learning algorithm and its inner loop."""
 
-    name: str = "maml"  # one of ALGORITHM_NAMES
-    inner_lr: float = 0.01  # alpha: step size of the inner (adaptation) SGD steps
-    inner_steps: int = 1  # inner gradient steps taken during meta-training
+    name: str = "maml"  # one of engine.registry.ALGORITHMS
+    inner_lr: float | None = None  # alpha: step size of the inner SGD steps [None: the algorithm's, 0.001 for maml]
+    inner_steps: int | None = None  # inner gradient steps during meta-training [None: the algorithm's, 1 for maml]
+    options: dict[str, Any] = field(default_factory=dict)  # the algorithm's own settings, e.g. {"context_size": 5}
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,12 @@ class RunConfig:
         except TypeError as error:  # unknown or missing keys
             raise ValueError(f"the run config is not valid: {error}") from None
 
+    def resolved(self) -> "RunConfig":
+        """The config with the algorithm's defaults filled in for every ``None``."""
+        cls = registry.algorithm_class(self.algo.name)
+        changes = {key: cls.defaults[key] for key in ("inner_lr", "inner_steps") if getattr(self.algo, key) is None}
+        return self.replace(algo=changes) if changes else self
+
     def replace(self, **sections: Any) -> "RunConfig":
         """Return a copy with some fields changed, e.g. ``replace(algo={"inner_lr": 0.02})``."""
         updated = {}
@@ -96,10 +107,12 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` with one clear sentence if any field is out of range."""
-        if self.task.name not in TASK_NAMES:
-            raise ValueError(f"unknown task family {self.task.name!r}; choose one of {', '.join(TASK_NAMES)}")
-        if self.algo.name not in ALGORITHM_NAMES:
-            raise ValueError(f"unknown algorithm {self.algo.name!r}; choose one of {', '.join(ALGORITHM_NAMES)}")
+        registry.lookup("task family", registry.TASKS, self.task.name)
+        registry.lookup("model", registry.MODELS, self.model.kind)
+        algorithm = registry.algorithm_class(self.algo.name)
+        if not isinstance(self.algo.options, dict):
+            raise ValueError("the algorithm options must be a mapping of names to values")
+        algorithm.parse_options(self.algo.options)
         if self.model.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.model.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.model.init not in ("torch", "finn"):
@@ -111,14 +124,14 @@ class RunConfig:
             "--meta-batch": self.train.meta_batch_size,
             "--shots": self.train.shots,
             "--query": self.train.query,
-            "--inner-steps": self.algo.inner_steps + 1,  # 0 inner steps is allowed
+            "--inner-steps": 1 if self.algo.inner_steps is None else self.algo.inner_steps + 1,  # 0 is allowed
             "log_every": self.train.log_every,
             "checkpoint_every": self.train.checkpoint_every,
         }
         for flag, value in positive.items():
             if value < 1:
                 raise ValueError(f"{flag} must be positive, got {value - 1 if flag in ('--steps', '--inner-steps') else value}")
-        if not self.algo.inner_lr > 0:
+        if self.algo.inner_lr is not None and not self.algo.inner_lr > 0:
             raise ValueError(f"--inner-lr must be positive, got {self.algo.inner_lr}")
         if not self.train.outer_lr > 0:
             raise ValueError(f"--outer-lr must be positive, got {self.train.outer_lr}")

@@ -13,6 +13,7 @@ finite state and raises :class:`~engine.trainer.DivergedError`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,8 +22,9 @@ from typing import Any
 
 import torch
 
+from engine import registry
 from engine.checkpoint import RunDirectory
-from engine.config import ALGORITHM_NAMES, TASK_NAMES, RunConfig
+from engine.config import RunConfig
 from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
 
 CURVE_STEPS = 10  # the loss-per-inner-step curve always reaches at least this many steps
@@ -40,6 +42,7 @@ class OuterRecord:
     query_loss_after: float  # mean query MSE after adaptation
     meta_grad_norm: float  # L2 norm of the meta-gradient
     inner_grad_norm: float  # mean over inner steps of the support-gradient norm
+    learned: dict[str, float] = field(default_factory=dict)  # the algorithm's learned numbers (alpha, beta, ...)
 
     @classmethod
     def from_metrics(cls, metrics: OuterMetrics | dict) -> "OuterRecord":
@@ -51,6 +54,7 @@ class OuterRecord:
             query_loss_after=float(data.get("query_loss_after", math.nan)),
             meta_grad_norm=float(data.get("meta_grad_norm", math.nan)),
             inner_grad_norm=sum(inner) / len(inner) if inner else math.nan,
+            learned={str(k): float(v) for k, v in (data.get("learned") or {}).items()},
         )
 
 
@@ -87,6 +91,8 @@ class ExplorerSnapshot:
     curve: tuple[float, ...]  # query loss after 0..max(CURVE_STEPS, taken) inner steps
     inner_lr: float  # the inner learning rate the explorer's steps use
     companions: tuple[CompanionSnapshot, ...] = field(default_factory=tuple)
+    algorithm_view: tuple[dict, ...] = field(default_factory=tuple)  # the algorithm's own state, as small tables
+    fresh_settings: tuple[str, ...] = FRESH_SETTINGS  # changing one of these starts a new model
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins only (what crosses the process boundary)."""
@@ -118,14 +124,13 @@ def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
         raise ValueError(f"unknown setting {sorted(unknown)[0]!r}; the explorer has {', '.join(SETTINGS)}")
     task, algo, model, train = {}, {}, {}, {}
     if "task" in changes:
-        if changes["task"] not in TASK_NAMES:
-            raise ValueError(f"unknown task family {changes['task']!r}")
+        registry.lookup("task family", registry.TASKS, changes["task"])
         if changes["task"] != config.task.name:
             task = {"name": changes["task"], "ranges": {}}
     if "algorithm" in changes:
-        if changes["algorithm"] not in ALGORITHM_NAMES:
-            raise ValueError(f"unknown algorithm {changes['algorithm']!r}")
-        algo["name"] = changes["algorithm"]
+        registry.lookup("algorithm", registry.ALGORITHMS, changes["algorithm"])
+        if changes["algorithm"] != config.algo.name:  # a new algorithm starts from its own defaults
+            algo.update(name=changes["algorithm"], inner_lr=None, inner_steps=None, options={})
     if "hidden" in changes:
         text = str(changes["hidden"]).strip()
         model["hidden"] = tuple(int(p) for p in text.split(",")) if text else ()
@@ -138,7 +143,20 @@ def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
         if key in changes:
             train[key] = int(changes[key])
     sections = {name: value for name, value in (("task", task), ("algo", algo), ("model", model), ("train", train)) if value}
-    return config.replace(**sections).validate() if sections else config
+    return config.replace(**sections).validate().resolved() if sections else config
+
+
+def companion_config(config: RunConfig, algorithm: str) -> RunConfig:
+    """The config of a learner trained beside ``config``'s on the same tasks: same model, data and
+    seed; the inner rate and steps are shared when the two algorithms default to the same ones,
+    otherwise the companion keeps its own (CAVIA's rate is 1.0, MAML's 0.001)."""
+    if algorithm == config.algo.name:
+        return config
+    own, other = registry.algorithm_class(config.algo.name).defaults, registry.algorithm_class(algorithm).defaults
+    algo = {"name": algorithm, "options": {}}
+    for key in ("inner_lr", "inner_steps"):
+        algo[key] = getattr(config.algo, key) if own[key] == other[key] else other[key]
+    return config.replace(algo=algo).validate()
 
 
 class ExplorerSession:
@@ -240,10 +258,15 @@ class ExplorerSession:
         return [record]
 
     # -- settings and models --------------------------------------------------------------------
+    @property
+    def fresh_settings(self) -> tuple[str, ...]:
+        """The settings whose change starts a new model (MAML++ adds its step count: one rate per step)."""
+        return (*FRESH_SETTINGS, *self.learner.algorithm.fresh_settings)
+
     def needs_fresh_model(self, changes: dict[str, Any]) -> bool:
         """True when applying ``changes`` throws the training away (a new model or algorithm)."""
         current = self.settings
-        return any(key in changes and str(changes[key]) != str(current[key]) for key in FRESH_SETTINGS)
+        return any(key in changes and str(changes[key]) != str(current[key]) for key in self.fresh_settings)
 
     def set_settings(self, changes: dict[str, Any]) -> None:
         """Apply settings; algorithm or model changes start a fresh model, the rest keep training."""
@@ -260,7 +283,7 @@ class ExplorerSession:
             self.source = "new model"
         else:
             self.learner = _rebuild(self.learner, config, reseed)
-        self.companions = {role: _rebuild(c, config.replace(algo={"name": c.config.algo.name}), reseed, fresh)
+        self.companions = {role: _rebuild(c, companion_config(config, c.config.algo.name), reseed, fresh)
                            for role, c in self.companions.items()}
         if reseed:
             self._reseed_tasks()
@@ -282,11 +305,10 @@ class ExplorerSession:
         if algorithm is None:
             self.companions.pop(role, None)
             return
-        if algorithm not in ALGORITHM_NAMES:
-            raise ValueError(f"unknown algorithm {algorithm!r}")
+        registry.lookup("algorithm", registry.ALGORITHMS, algorithm)
         current = self.companions.get(role)
         if current is None or current.config.algo.name != algorithm:
-            self.companions[role] = MetaLearner(self.config.replace(algo={"name": algorithm}), self.learner.device)
+            self.companions[role] = MetaLearner(companion_config(self.config, algorithm), self.learner.device)
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -323,7 +345,7 @@ class ExplorerSession:
             self.learner = learner
             self.records = _read_records(Path(path))
             self.source = str(path)
-            self.companions = {r: MetaLearner(learner.config.replace(algo={"name": c.config.algo.name}), learner.device)
+            self.companions = {r: MetaLearner(companion_config(learner.config, c.config.algo.name), learner.device)
                                for r, c in self.companions.items()}
             self._reseed_tasks()
             self.new_task()
@@ -339,6 +361,9 @@ class ExplorerSession:
         steps = max(CURVE_STEPS, taken)
         history = self._adapt(self.learner, steps)
         model = self.learner.model
+        shown = dataclasses.replace(history, params=history.params[:taken + 1], support_loss=history.support_loss[:taken + 1],
+                                    query_loss=history.query_loss[:taken + 1], grad_norm=history.grad_norm[:taken + 1])
+        view = tuple(section.to_dict() for section in self.learner.algorithm.inspect(self.learner.params, shown, self.learner))
         with torch.no_grad():
             predictions = tuple(_floats(model.forward(history.params[s], self.grid)) for s in range(taken + 1))
             truth = _floats(self.learner.family.truth(self.grid, self.task.params))
@@ -368,6 +393,8 @@ class ExplorerSession:
             curve=tuple(float(v.mean()) for v in history.query_loss),
             inner_lr=self.config.algo.inner_lr,
             companions=tuple(companions),
+            algorithm_view=view,
+            fresh_settings=self.fresh_settings,
         )
 
 

@@ -1,13 +1,16 @@
-"""The functional MLP every algorithm adapts: parameters are a plain ``dict[str, Tensor]``.
+"""Functional models on one small protocol: parameters are a plain ``dict[str, Tensor]``.
 
-``MLP.forward(params, x)`` works for one shared parameter set (weights ``(in, out)``) and for a
-batch of per-task parameter sets (weights ``(tasks, in, out)``) alike, so adapted parameters
-never need module cloning. Weights are stored ``(in, out)`` so a layer is ``x @ W + b`` with no
-transpose. ``MLP.loss_and_gradients`` is the hand-derived backward pass of the per-task MSE for
-the activations whose derivative is a function of their output (relu, tanh, sigmoid, identity):
-it is built from ordinary differentiable ops, so autograd can differentiate *through* it, which
-makes second-order MAML exact and cheap. ``engine.functional`` checks it against ``torch.func``
-in the tests and falls back to ``torch.func.grad`` for every other activation.
+A model says which parameters it has (:attr:`Model.names`, :meth:`Model.shapes`), which of them
+form the head (:attr:`Model.head_names`, what ANIL adapts), how to draw them
+(:meth:`Model.init`, from an explicit generator) and how to predict (:meth:`Model.forward`).
+Every parameter may be shared (its own shape, the meta-parameters theta) or per task (a leading
+``tasks`` dimension, the adapted theta'), so adapted parameters never need module cloning.
+``forward`` takes the inner step it is called at (``step``) so a model with per-step state
+(MAML++'s per-step batch norm) can use it; models without such state ignore it.
+
+Nothing outside this module assumes an MLP: the fast MLP kernels in ``engine.fast_mlp`` check
+:attr:`Model.kind` before they run. :func:`make_model` builds a model from its config through
+the registry.
 """
 
 from __future__ import annotations
@@ -20,49 +23,82 @@ from torch import Tensor
 
 Params = dict[str, Tensor]
 
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "gelu": torch.nn.functional.gelu,
     "silu": torch.nn.functional.silu,
 }
-
-
 INITS = ("torch", "finn")
 
 
-def _derivative_from_output(name: str, h: Tensor) -> Tensor | None:
-    """d act / d z written in terms of the activation's output h (None if not expressible)."""
-    if name == "relu":
-        return (h > 0).to(h.dtype)  # the mask carries no gradient, exactly like autograd's relu
-    if name == "tanh":
-        return 1 - h * h
-    if name == "sigmoid":
-        return h * (1 - h)
-    return None
+class Model:
+    """The protocol every model follows (and the helpers they share)."""
+
+    kind = "model"  # what the fast paths check, e.g. "mlp"
+    names: list[str] = []  # every parameter, in a fixed order
+    head_names: list[str] = []  # the output layer's parameters
+    in_features = 1
+    out_features = 1
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def init(self, generator: torch.Generator, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Params:
+        raise NotImplementedError
+
+    def forward(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        """Predictions for ``x`` of shape (points, in) or (tasks, points, in)."""
+        raise NotImplementedError
+
+    def features(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        """The head's input (what ANIL's head and R2-D2's ridge solve see)."""
+        raise NotImplementedError
+
+    def __call__(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        return self.forward(params, x, step)
+
+    # -- shared helpers -------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes().values())
+
+    def is_batched(self, name: str, value: Tensor) -> bool:
+        """True when ``value`` carries a leading tasks dimension."""
+        return value.dim() > len(self.shapes()[name])
+
+    def per_task(self, name: str, value: Tensor, tasks: int) -> Tensor:
+        """``value`` with a tasks dimension (a view, when it was shared)."""
+        return value if self.is_batched(name, value) else value.unsqueeze(0).expand(tasks, *value.shape)
 
 
-class MLP:
-    """A fully connected network ``in -> hidden... -> out`` with a functional interface."""
+class MLP(Model):
+    """A fully connected network ``in -> hidden... -> out``; weights are stored ``(in, out)``."""
 
-    def __init__(self, hidden: Iterable[int] = (40, 40), activation: str = "relu", in_features: int = 1, out_features: int = 1, init: str = "torch"):
+    kind = "mlp"
+
+    def __init__(self, hidden: Iterable[int] = (40, 40), activation: str = "relu", in_features: int = 1,
+                 out_features: int = 1, init: str = "torch"):
         if init not in INITS:
             raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         self.init_scheme = init
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
-        self.sizes = (in_features, *self.hidden, out_features)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.sizes = (self.in_features, *self.hidden, self.out_features)
         self.num_layers = len(self.sizes) - 1
         self.names = [f"layer{i}.{kind}" for i in range(self.num_layers) for kind in ("weight", "bias")]
         self.head_names = self.names[-2:]
-        self.has_closed_form_gradient = _derivative_from_output(activation, torch.ones(1)) is not None
-        self._act = _ACTIVATIONS[activation]
+        self.act = ACTIVATIONS[activation]
 
     def __repr__(self) -> str:
         return f"MLP({'-'.join(map(str, self.sizes))}, {self.activation})"
+
+    def with_in_features(self, in_features: int) -> "MLP":
+        """The same network with another input width (CAVIA widens it for its context)."""
+        return MLP(self.hidden, self.activation, in_features, self.out_features, self.init_scheme)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         out = {}
@@ -70,9 +106,6 @@ class MLP:
             out[f"layer{i}.weight"] = (self.sizes[i], self.sizes[i + 1])
             out[f"layer{i}.bias"] = (self.sizes[i + 1],)
         return out
-
-    def num_parameters(self) -> int:
-        return sum(math.prod(shape) for shape in self.shapes().values())
 
     def init(self, generator: torch.Generator, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Params:
         """Seeded initial parameters.
@@ -83,80 +116,103 @@ class MLP:
         """
         device = generator.device if device is None else torch.device(device)
         params = {}
-        for name, shape in self.shapes().items():
-            fan_in = self.sizes[int(name[5:].split(".")[0])]
-            if self.init_scheme == "finn":
-                if name.endswith("bias"):
-                    params[name] = torch.zeros(shape, device=device, dtype=dtype)
+        for i in range(self.num_layers):
+            for kind in ("weight", "bias"):
+                name, shape = f"layer{i}.{kind}", self.shapes()[f"layer{i}.{kind}"]
+                if self.init_scheme == "finn":
+                    if kind == "bias":
+                        params[name] = torch.zeros(shape, device=device, dtype=dtype)
+                    else:
+                        value = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+                        params[name] = torch.fmod(value, 2.0) * 0.01  # cheap truncation to [-2, 2] std
                 else:
-                    value = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-                    params[name] = torch.fmod(value, 2.0) * 0.01  # cheap truncation to [-2, 2] std
-            else:
-                bound = 1.0 / math.sqrt(fan_in)
-                params[name] = torch.rand(shape, generator=generator, device=device, dtype=dtype) * (2 * bound) - bound
+                    bound = 1.0 / math.sqrt(self.sizes[i])
+                    params[name] = torch.rand(shape, generator=generator, device=device, dtype=dtype) * (2 * bound) - bound
         return params
 
     # -- forward --------------------------------------------------------------------------------
-    def _layer(self, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    @staticmethod
+    def layer(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """``h @ weight + bias`` for shared or per-task parameters and 2-D or batched inputs."""
         if weight.dim() == 3:  # per-task weights (tasks, in, out), h (tasks, points, in)
             if h.dim() == 2:
                 h = h.unsqueeze(0).expand(weight.shape[0], -1, -1)
             return torch.baddbmm(bias.unsqueeze(-2), h, weight)
         if h.dim() == 2:
             return torch.addmm(bias, h, weight)
-        # shared weights, batched inputs: one matmul over all tasks' points
-        if bias.dim() == 1:
+        if bias.dim() == 1:  # shared weights, batched inputs: one matmul over all tasks' points
             return torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight).view(*h.shape[:-1], weight.shape[-1])
         return h @ weight + bias.unsqueeze(-2)
 
-    def forward(self, params: Params, x: Tensor) -> Tensor:
-        """Predictions for ``x`` of shape (points, in) or (tasks, points, in)."""
-        h = x
+    def forward_recording(self, params: Params, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The output and every layer's input (the hand-derived backward in ``fast_mlp`` needs them)."""
+        inputs, h = [], x
         for i in range(self.num_layers):
-            h = self._layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"])
+            inputs.append(h)
+            h = self.layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"])
             if i < self.num_layers - 1:
-                h = self._act(h)
+                h = self.act(h)
+        return h, inputs
+
+    def features(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        h = x
+        for i in range(self.num_layers - 1):
+            h = self.act(self.layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"]))
         return h
 
-    __call__ = forward
-
-    # -- closed-form backward -------------------------------------------------------------------
-    def loss_and_gradients(self, params: Params, x: Tensor, y: Tensor, head_only: bool = False) -> tuple[Tensor, Params]:
-        """Per-task MSE (tasks,) and its gradient w.r.t. every parameter, each (tasks, *shape).
-
-        ``x`` and ``y`` are (tasks, points, dim). Parameters may be shared or per-task. The result
-        is built from differentiable ops: differentiate it again for second-order meta-gradients.
-        With ``head_only`` only the output layer's gradient is formed (ANIL).
-        """
-        activations = [x]  # inputs of each layer, (tasks, points, width)
-        h = x
+    def forward(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
         last = self.num_layers - 1
-        for i in range(self.num_layers):
-            h = self._layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"])
-            if i < last:
-                h = self._act(h)
-                activations.append(h)
-        residual = h - y  # (tasks, points, out)
-        count = residual.shape[-2] * residual.shape[-1]
-        loss = residual.square().mean(dim=(-2, -1))  # (tasks,)
-        delta = residual * (2.0 / count)  # d loss / d output, (tasks, points, out)
-        grads: Params = {}
-        for i in range(last, -1, -1):
-            inputs = activations[i]
-            grads[f"layer{i}.weight"] = torch.bmm(inputs.transpose(-2, -1), delta)
-            grads[f"layer{i}.bias"] = delta.sum(dim=-2)
-            if i == 0 or (head_only and i == last):
-                break
-            weight = params[f"layer{i}.weight"]
-            back = torch.bmm(delta, weight.transpose(-2, -1)) if weight.dim() == 3 else delta @ weight.t()
-            if self.activation == "relu":
-                # relu's own backward kernel: one op, and (correctly) no second derivative
-                delta = torch.ops.aten.threshold_backward(back, inputs.detach(), 0)
-            else:
-                delta = back * _derivative_from_output(self.activation, inputs)
-        return loss, grads
+        return self.layer(self.features(params, x), params[f"layer{last}.weight"], params[f"layer{last}.bias"])
 
 
-def mse(prediction: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error per task: (tasks, points, dim) -> (tasks,)."""
-    return ((prediction - target) ** 2).mean(dim=(-2, -1))
+class ContextModel(Model):
+    """A model whose input is extended by context parameters (CAVIA, Zintgraf et al. 2019).
+
+    The context ``(size,)`` or per task ``(tasks, size)`` is appended to every input point, so the
+    wrapped model sees ``in + size`` features. The context is not a meta-parameter: the algorithm
+    starts it at zero for every task and adapts only it.
+    """
+
+    kind = "context"
+    CONTEXT = "context"
+
+    def __init__(self, base: Model, size: int):
+        if size < 1:
+            raise ValueError(f"the context needs at least one parameter, got {size}")
+        self.base, self.size = base, int(size)
+        self.names = [*base.names, self.CONTEXT]
+        self.head_names = list(base.head_names)
+        self.in_features, self.out_features = base.in_features - self.size, base.out_features
+
+    def __repr__(self) -> str:
+        return f"ContextModel({self.base!r}, context={self.size})"
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {**self.base.shapes(), self.CONTEXT: (self.size,)}
+
+    def init(self, generator, device=None, dtype=torch.float32) -> Params:
+        return self.base.init(generator, device, dtype)  # the context starts at zero per task
+
+    def _with_context(self, params: Params, x: Tensor) -> Tensor:
+        context = params[self.CONTEXT]
+        if context.dim() == 1:
+            context = context.expand(*x.shape[:-1], self.size)
+        else:  # (tasks, size) against (tasks, points, in)
+            if x.dim() == 2:
+                x = x.unsqueeze(0).expand(context.shape[0], -1, -1)
+            context = context.unsqueeze(-2).expand(*x.shape[:-1], self.size)
+        return torch.cat([x, context.to(x.dtype)], dim=-1)
+
+    def forward(self, params, x, step=None):
+        return self.base.forward(params, self._with_context(params, x), step)
+
+    def features(self, params, x, step=None):
+        return self.base.features(params, self._with_context(params, x), step)
+
+
+def make_model(config, in_features: int = 1, out_features: int = 1) -> Model:
+    """The model a :class:`~engine.config.ModelConfig` describes, for the task family's sizes."""
+    from engine.registry import model_class
+
+    cls = model_class(config.kind)
+    return cls(config.hidden, config.activation, in_features, out_features, init=config.init)

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engine.losses import Loss, MeanSquaredError
+
 
 @dataclass(frozen=True)
 class TaskBatch:
@@ -57,6 +59,9 @@ class TaskFamily:
 
     name = "base"
     defaults: dict[str, Any] = {}
+    loss: Loss = MeanSquaredError()  # regression families: mean squared error
+    input_dim = 1  # features of x
+    output_dim = 1  # model outputs per point
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, **ranges: Any):
         unknown = set(ranges) - set(self.defaults)
@@ -216,15 +221,9 @@ class Harmonic(TaskFamily):
         )
 
 
-TASK_FAMILIES: dict[str, type[TaskFamily]] = {
-    cls.name: cls for cls in (Sinusoid, Linear, Quadratic, SineLine, Harmonic, Tanh, Abs)
-}
-
-
 def make_task_family(name: str = "sinusoid", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, **ranges: Any) -> TaskFamily:
-    """Build a task family by name, e.g. ``make_task_family("sinusoid", amplitude=(0.1, 5.0))``."""
-    try:
-        cls = TASK_FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown task family {name!r}; choose one of {', '.join(TASK_FAMILIES)}") from None
-    return cls(device=device, dtype=dtype, **ranges)
+    """Build a task family by name (see ``engine.registry.TASKS``), e.g.
+    ``make_task_family("sinusoid", amplitude=(0.1, 5.0))``."""
+    from engine.registry import task_class
+
+    return task_class(name)(device=device, dtype=dtype, **ranges)

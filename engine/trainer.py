@@ -24,7 +24,7 @@ import torch
 
 from engine.algorithms import Algorithm, make_algorithm
 from engine.config import RunConfig
-from engine.model import MLP, Params
+from engine.model import Model, Params, make_model
 from engine.tasks import TaskBatch, TaskFamily, make_task_family
 
 
@@ -70,13 +70,15 @@ class OuterMetrics:
     """One outer step's numbers, all plain Python floats (safe to send to a UI or a file)."""
 
     step: int  # outer steps done after this one
-    query_loss_after: float  # mean query MSE after adaptation (the outer objective for MAML)
-    query_loss_before: float  # mean query MSE at theta, before adaptation
-    support_loss: float  # mean support MSE at theta
+    query_loss_after: float  # mean query loss after the inner loop's last step
+    query_loss_before: float  # mean query loss at theta, before adaptation
+    support_loss: float  # mean support loss at theta
     meta_grad_norm: float  # L2 norm of the whole meta-gradient
     layer_grad_norms: dict[str, float] = field(default_factory=dict)  # per layer ("layer0", "lr.layer0", ...)
     inner_grad_norms: list[float] = field(default_factory=list)  # per inner step, mean over tasks
-    learning_rates: dict[str, float] = field(default_factory=dict)  # Meta-SGD: mean learned rate per layer
+    learned: dict[str, float] = field(default_factory=dict)  # the algorithm's learned numbers (rates, lambda, ...)
+    outer_lr: float = 0.0  # the outer rate in force at this step
+    backend: str = ""  # which backend computed the meta-gradient
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,20 +98,24 @@ EXPLODED = 1e8  # a loss above this on regression targets of scale ~5 means the 
 class MetaLearner:
     """The steppable meta-training state: params, optimizer, generator and step counter."""
 
-    def __init__(self, config: RunConfig, device: str | torch.device = "auto", threads: int | None = None):
-        self.config = config.validate()
+    def __init__(self, config: RunConfig, device: str | torch.device = "auto", threads: int | None = None,
+                 backend: str = "auto"):
+        self.config = config = config.validate().resolved()
         self.device = resolve_device(device)
         self.threads = resolve_threads(threads, self.device, config)
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         self.family: TaskFamily = make_task_family(config.task.name, device=self.device, **config.task.ranges)
-        self.model = MLP(config.model.hidden, config.model.activation, init=config.model.init)
-        self.algorithm: Algorithm = make_algorithm(config.algo.name, self.model, config.algo.inner_lr, config.algo.inner_steps)
+        body = make_model(config.model, self.family.input_dim, self.family.output_dim)
+        self.algorithm: Algorithm = make_algorithm(config.algo.name, body, config.algo.inner_lr, config.algo.inner_steps,
+                                                   backend=backend, loss=self.family.loss, options=config.algo.options)
+        self.model: Model = self.algorithm.model  # what the inner loop runs (CAVIA's has a context input)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.params: Params = {n: v.requires_grad_() for n, v in self.algorithm.init(self.generator).items()}
         # fused Adam: one kernel for all tensors (3x faster than the for-loop Adam on this workload)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=config.train.outer_lr, fused=fused)
+        self.buffers: dict[str, torch.Tensor] = {}  # algorithm state that is not a parameter (checkpointed)
         self.step = 0
 
     @classmethod
@@ -127,18 +133,32 @@ class MetaLearner:
         train = self.config.train
         return self.family.sample(train.meta_batch_size, train.shots, train.query, self.generator)
 
+    @property
+    def progress(self) -> float:
+        """How far through its configured steps the run is, 0..1 (what MAML++'s schedules follow)."""
+        total = self.config.train.steps
+        return min(self.step / total, 1.0) if total > 0 else 1.0
+
     def outer_step(self, metrics: bool = True, batch: TaskBatch | None = None) -> OuterMetrics | None:
         """One meta-update on a fresh meta-batch; metrics (plain floats) when ``metrics``."""
         batch = self.sample_batch() if batch is None else batch
-        result = self.algorithm.meta_step(self.params, batch, metrics=metrics)
+        progress = self.progress
+        result = self.algorithm.meta_step(self.params, batch, metrics=metrics, progress=progress)
         if self.algorithm.trainable:
-            for name, value in self.params.items():
-                value.grad = result.grads[name]
-            self.optimizer.step()
+            self.algorithm.outer_update(self, result.grads, progress)
         self.step += 1
         if not metrics:
             return None
         return self._metrics(result)
+
+    def adam_step(self, grads: Params, lr: float) -> None:
+        """One step of the outer Adam at rate ``lr`` (parameters without a gradient stay put)."""
+        for group in self.optimizer.param_groups:
+            if group["lr"] != lr:
+                group["lr"] = lr
+        for name, value in self.params.items():
+            value.grad = grads.get(name)
+        self.optimizer.step()
 
     def _metrics(self, result) -> OuterMetrics:
         with torch.no_grad():
@@ -147,11 +167,11 @@ class MetaLearner:
                 layers.setdefault(name.rsplit(".", 1)[0], []).append(grad.pow(2).sum())
             layer_norms = {layer: torch.stack(parts).sum().sqrt() for layer, parts in layers.items()}
             total = torch.stack(list(layer_norms.values())).pow(2).sum().sqrt()
-            rates = {n[3:].rsplit(".", 1)[0]: v for n, v in self.params.items() if n.startswith("lr.") and n.endswith("weight")}
+            learned = self.algorithm.learned_values(self.params, self)
             # one device-to-host transfer for everything
-            scalars = [result.loss, result.query_loss_before, result.support_loss, total, *layer_norms.values(),
-                       *result.inner_grad_norms, *(v.detach().mean() for v in rates.values())]
-            values = torch.stack([s.detach().float().reshape(()) for s in scalars]).tolist()
+            scalars = [result.query_loss_after, result.query_loss_before, result.support_loss, total, *layer_norms.values(),
+                       *result.inner_grad_norms, *(torch.as_tensor(v, device=self.device).detach().mean() for v in learned.values())]
+            values = torch.stack([s.detach().double().reshape(()) for s in scalars]).tolist()
         n_layers, n_inner = len(layer_norms), len(result.inner_grad_norms)
         return OuterMetrics(
             step=self.step,
@@ -161,7 +181,9 @@ class MetaLearner:
             meta_grad_norm=values[3],
             layer_grad_norms=dict(zip(layer_norms, values[4:4 + n_layers])),
             inner_grad_norms=values[4 + n_layers:4 + n_layers + n_inner],
-            learning_rates=dict(zip(rates, values[4 + n_layers + n_inner:])),
+            learned=dict(zip(learned, values[4 + n_layers + n_inner:])),
+            outer_lr=float(self.optimizer.param_groups[0]["lr"]),
+            backend=result.backend,
         )
 
     # -- state ----------------------------------------------------------------------------------
@@ -175,6 +197,7 @@ class MetaLearner:
             "params": {n: v.detach().clone() for n, v in self.params.items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # fused Adam updates its state in place
             "rng": {"tasks": self.generator.get_state(), "device": self.device.type},
+            "buffers": {n: v.detach().clone() for n, v in self.buffers.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -194,6 +217,7 @@ class MetaLearner:
             self.generator.set_state(rng["tasks"].cpu())
         else:  # another device: its generator state does not transfer; reseed deterministically
             self.generator.manual_seed(self.config.train.seed + int(state["step"]))
+        self.buffers = {n: v.to(self.device) for n, v in (state.get("buffers") or {}).items()}
         self.step = int(state["step"])
 
 

@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as nnf
 
 import engine
+from engine.fast_mlp import mse_gradients
+from engine.functional import InnerLoop
+from engine.losses import MeanSquaredError
 
 
 def test_default_model_is_finns_1_40_40_1_relu():
@@ -42,20 +45,45 @@ def test_per_task_parameters_equal_separate_forwards():
         torch.testing.assert_close(out[t], model.forward(per_task[t], x[t]))
 
 
+SUBSETS = {
+    "all": None,
+    "head": lambda model: model.head_names,
+    "weights only": lambda model: [n for n in model.names if n.endswith("weight")],
+    "middle bias": lambda model: ["layer1.bias"],
+}
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
-@pytest.mark.parametrize("head_only", [False, True])
-def test_closed_form_gradients_equal_autograd(activation, head_only):
+@pytest.mark.parametrize("subset", sorted(SUBSETS))
+def test_closed_form_gradients_equal_autograd(activation, subset):
     model = engine.MLP(hidden=(9, 7), activation=activation)
+    names = tuple(model.names if SUBSETS[subset] is None else SUBSETS[subset](model))
     params = {n: v.double().requires_grad_() for n, v in model.init(torch.Generator().manual_seed(0)).items()}
     x, y = torch.randn(3, 5, 1, dtype=torch.float64), torch.randn(3, 5, 1, dtype=torch.float64)
-    loss, grads = model.loss_and_gradients(params, x, y, head_only=head_only)
+    loop = InnerLoop(names=names, rates=())
+    loss, grads = mse_gradients(model, MeanSquaredError(), params, x, y, loop, 0, create_graph=True)
+    assert set(grads) == set(names)
     for t in range(3):
         reference = nnf.mse_loss(model.forward(params, x[t]), y[t])
         torch.testing.assert_close(loss[t], reference)
-        names = model.head_names if head_only else model.names
         expected = torch.autograd.grad(reference, [params[n] for n in names])
         for name, g in zip(names, expected):
             torch.testing.assert_close(grads[name][t], g)
+
+
+def test_context_model_appends_the_context_to_every_input():
+    base = engine.MLP(hidden=(6,), in_features=3)
+    model = engine.ContextModel(base, 2)
+    assert model.in_features == 1 and model.names[-1] == "context" and model.head_names == base.head_names
+    params = model.init(torch.Generator().manual_seed(0))
+    x = torch.randn(4, 5, 1)
+    context = torch.randn(4, 2)
+    out = model.forward({**params, "context": context}, x)
+    for t in range(4):
+        joined = torch.cat([x[t], context[t].expand(5, 2)], dim=1)
+        torch.testing.assert_close(out[t], base.forward(params, joined))
+    shared = model.forward({**params, "context": context[0]}, x[0])
+    torch.testing.assert_close(shared, out[0])
 
 
 def test_unknown_activation_is_refused():

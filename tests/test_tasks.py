@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import engine
-from engine.tasks import TASK_FAMILIES
+from engine.registry import TASKS as TASK_FAMILIES
 
 
 @pytest.mark.parametrize("name", sorted(TASK_FAMILIES))

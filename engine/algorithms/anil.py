@@ -1,6 +1,6 @@
 """ANIL: Almost No Inner Loop (Raghu, Raghu, Bengio, Vinyals 2020, arXiv:1909.09157).
 
-Only the output layer adapts in the inner loop; the body is meta-learned in the outer loop but
+Only the model's head adapts in the inner loop; the body is meta-learned in the outer loop but
 stays fixed during adaptation. The meta-gradient is exact second order through the head's steps.
 """
 
@@ -9,4 +9,7 @@ from engine.algorithms.base import Algorithm
 
 class ANIL(Algorithm):
     name = "anil"
-    head_only = True
+    paper = "Raghu, Raghu, Bengio, Vinyals 2020, arXiv:1909.09157"
+
+    def adapt_names(self) -> list[str]:
+        return list(self.model.head_names)

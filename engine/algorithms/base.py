@@ -1,27 +1,45 @@
-"""The shared shape of every algorithm: meta-parameters in, a meta-gradient out.
+"""The shared shape of every algorithm: small hooks over one functional core.
 
-An algorithm is a small variation on the functional core (``engine.functional``): which
-parameters adapt in the inner loop, whether the inner gradient is differentiated (second order)
-or taken as a constant (first order), and how the outer gradient is formed. The base class here is
-the MAML family; subclasses flip its switches or override :meth:`Algorithm.meta_step`.
+An algorithm never differentiates by itself. It answers a few questions, and the core
+(``engine.functional``, with the fast paths chosen in ``engine.backends``) does the rest:
 
-Two entry points serve everyone:
+========================== ========================================================================
+hook                       question (the MAML answer)
+========================== ========================================================================
+``build_model``            which model the inner loop runs (the given one; CAVIA adds a context)
+``init``                   the meta-parameters (the model's; Meta-SGD adds rates, MAML++ per-step rates)
+``adapt_names``            which parameters adapt in the inner loop (all; ANIL: the head)
+``inner_start``            where the inner loop starts per task (theta; CAVIA: theta and a zero context)
+``inner_rates``            the rate of each adapted parameter at inner step s (``inner_lr``)
+``inner_regulariser``      an extra inner-loss term (none)
+``step_weights``           the outer loss as weights on the query loss after each step (last only)
+``second_order``           differentiate through the inner gradients at this point of training (yes)
+``outer_lr`` / ``outer_update`` the outer optimizer's rate and step (Adam at the config's rate)
+``learned_values``         named numbers to log (none; Meta-SGD its rates, Alpha-MAML alpha and beta)
+``inspect``                what the explorer shows of the algorithm's own state (nothing)
+========================== ========================================================================
 
-* :meth:`Algorithm.meta_step` / :meth:`Algorithm.meta_gradient`: one meta-batch -> the loss
-  and a gradient shaped like the meta-parameters (the trainer feeds it to its optimizer);
-* :meth:`Algorithm.adapt`: adapt a parameter set to one or many tasks' support sets, keeping every
-  step's parameters, support loss, query loss and gradient norm (the explorer and evaluation).
+Algorithms with no inner loop of this kind (Reptile's outer direction, R2-D2's closed-form head,
+the baselines) override :meth:`Algorithm.meta_step` and :meth:`Algorithm.adapt` instead.
+
+Two entry points serve everyone: :meth:`Algorithm.meta_step` (one meta-batch -> the outer loss and
+a gradient shaped like the meta-parameters) and :meth:`Algorithm.adapt` (every inner step's
+parameters, support loss, query loss and gradient norm, for the explorer and evaluation).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from engine import functional as F
-from engine.model import MLP, Params
+from engine import backends
+from engine.functional import AdaptHistory, InnerLoop, InnerResult, Rate, Regulariser, dense_adapt, task_losses
+from engine.losses import Loss, MeanSquaredError
+from engine.model import Model, Params
 from engine.tasks import TaskBatch
 
 
@@ -29,26 +47,25 @@ from engine.tasks import TaskBatch
 class MetaStep:
     """One meta-batch's meta-gradient and the numbers the metrics are made of."""
 
-    loss: Tensor  # scalar: the outer objective (mean query loss after adaptation)
+    loss: Tensor  # scalar: the outer objective
     grads: Params  # shaped like the meta-parameters
+    backend: str = ""  # which backend computed it
     support_loss: Tensor | None = None  # scalar: mean support loss at theta
     query_loss_before: Tensor | None = None  # scalar: mean query loss at theta
-    query_loss_after: Tensor | None = None  # scalar: mean query loss after inner adaptation
+    query_loss_after: Tensor | None = None  # scalar: mean query loss after the inner loop
     inner_grad_norms: list[Tensor] = field(default_factory=list)  # per inner step, scalar (task mean)
 
 
-@dataclass
-class AdaptHistory:
-    """Every step of an adaptation: index s holds the state after s inner steps (s = 0..steps)."""
+@dataclass(frozen=True)
+class Section:
+    """A small table the explorer shows for an algorithm: rows of labelled numbers."""
 
-    params: list[Params]  # per step; per-task tensors (tasks, *shape)
-    support_loss: list[Tensor]  # per step, (tasks,)
-    query_loss: list[Tensor] | None  # per step, (tasks,), when query data was given
-    grad_norm: list[Tensor]  # per step, (tasks,): norm of the support gradient at that step
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[float, ...]], ...]
 
-    @property
-    def steps(self) -> int:
-        return len(self.params) - 1
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "columns": list(self.columns), "rows": [[label, list(values)] for label, values in self.rows]}
 
 
 def _as_batch(x: Tensor) -> Tensor:
@@ -56,162 +73,225 @@ def _as_batch(x: Tensor) -> Tensor:
 
 
 class Algorithm:
-    """MAML (Finn, Abbeel, Levine 2017, arXiv:1703.03400) and the switches its family flips."""
+    """MAML (Finn, Abbeel, Levine 2017, arXiv:1703.03400): the default answer to every hook."""
 
-    name = "maml"
-    first_order = False  # take the inner gradient as a constant
-    head_only = False  # adapt only the output layer in the inner loop (ANIL)
-    learns_inner_lr = False  # learn a per-parameter inner learning rate (Meta-SGD)
-    trainable = True  # False when there is nothing to train (scratch)
+    name: ClassVar[str] = "maml"
+    paper: ClassVar[str] = "Finn, Abbeel, Levine 2017, arXiv:1703.03400"
+    # the inner rate and step count a run of this algorithm gets unless told otherwise (the MAML
+    # reference code's alpha; the paper's text says 0.01, which sits on the edge of stability)
+    defaults: ClassVar[dict[str, Any]] = {"inner_lr": 0.001, "inner_steps": 1}
+    first_order: ClassVar[bool] = False
+    trainable: ClassVar[bool] = True  # False when there is nothing to meta-train (scratch)
+    Options: ClassVar[type | None] = None  # a frozen dataclass of the algorithm's own settings
+    fresh_settings: ClassVar[tuple[str, ...]] = ()  # run settings that change the meta-parameters' shapes
 
-    def __init__(self, model: MLP, inner_lr: float = 0.01, inner_steps: int = 1, backend: str = "auto"):
-        self.model = model
-        self.inner_lr = float(inner_lr)
-        self.inner_steps = int(inner_steps)
-        self.backend = backend
+    def __init__(self, model: Model, inner_lr: float | None = None, inner_steps: int | None = None,
+                 backend: str = "auto", loss: Loss | None = None, options: dict[str, Any] | None = None):
+        self.inner_lr = float(self.defaults["inner_lr"] if inner_lr is None else inner_lr)
+        self.inner_steps = int(self.defaults["inner_steps"] if inner_steps is None else inner_steps)
+        if not self.inner_lr > 0:
+            raise ValueError(f"the inner learning rate must be positive, got {self.inner_lr}")
+        if self.inner_steps < 0:
+            raise ValueError(f"the number of inner steps must not be negative, got {self.inner_steps}")
+        self.backend = backends.check_name(backend)
+        self.loss = loss or MeanSquaredError()
+        self.options = self.parse_options(options)
+        self.model = self.build_model(model)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(inner_lr={self.inner_lr}, inner_steps={self.inner_steps})"
+        choice = self.backend_choice(shots=10)
+        return (f"{type(self).__name__}(inner_lr={self.inner_lr:g}, inner_steps={self.inner_steps}, "
+                f"backend={self.backend}->{choice})")
 
-    # -- parameters -----------------------------------------------------------------------------
-    @property
+    # -- options --------------------------------------------------------------------------------
+    @classmethod
+    def parse_options(cls, options: dict[str, Any] | None) -> Any:
+        """The algorithm's options from plain data; ``ValueError`` with one sentence if invalid."""
+        options = dict(options or {})
+        if cls.Options is None:
+            if options:
+                raise ValueError(f"{cls.name} has no options (got {', '.join(sorted(options))})")
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        unknown = set(options) - set(fields)
+        if unknown:
+            raise ValueError(f"{cls.name} has no option {sorted(unknown)[0]!r}; it has {', '.join(fields)}")
+        parsed = {}
+        for key, value in options.items():
+            kind = type(fields[key].default)
+            try:
+                parsed[key] = _coerce(value, kind)
+            except (TypeError, ValueError):
+                raise ValueError(f"option {key} of {cls.name} must be a {kind.__name__}, got {value!r}") from None
+        instance = cls.Options(**parsed)
+        check = getattr(instance, "check", None)
+        if check is not None:
+            check()
+        return instance
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {} if cls.Options is None else dataclasses.asdict(cls.Options())
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def build_model(self, model: Model) -> Model:
+        return model
+
+    def init(self, generator: torch.Generator, device: torch.device | str | None = None,
+             dtype: torch.dtype = torch.float32) -> Params:
+        """Fresh meta-parameters: the model's, plus any the algorithm learns."""
+        return self.model.init(generator, device, dtype)
+
     def adapt_names(self) -> list[str]:
-        return list(self.model.head_names if self.head_only else self.model.names)
-
-    def init(self, generator: torch.Generator, device: torch.device | str | None = None) -> Params:
-        """Fresh meta-parameters: the model's, plus any the algorithm learns (e.g. ``lr.*``)."""
-        return self.model.init(generator, device)
-
-    def learning_rates(self, params: Params, inner_lr: float | None = None) -> dict[str, float | Tensor]:
-        lr = self.inner_lr if inner_lr is None else float(inner_lr)
-        return {n: lr for n in self.adapt_names}
+        return list(self.model.names)
 
     def model_params(self, params: Params) -> Params:
-        return {n: params[n] for n in self.model.names}
+        """The model's parameters among the meta-parameters (learned rates and the like left out)."""
+        return {n: params[n] for n in self.model.names if n in params}
+
+    def inner_start(self, params: Params, tasks: int) -> Params:
+        return self.model_params(params)
+
+    def inner_rates(self, params: Params, step: int) -> dict[str, Rate]:
+        return {n: self.inner_lr for n in self.adapt_names()}
+
+    def inner_regulariser(self, params: Params) -> Regulariser | None:
+        return None
+
+    def step_weights(self, steps: int, progress: float) -> tuple[float, ...] | None:
+        return None
+
+    def second_order(self, progress: float) -> bool:
+        return not self.first_order
+
+    def outer_lr(self, base: float, progress: float) -> float:
+        return base
+
+    def outer_update(self, learner, grads: Params, progress: float) -> None:
+        """Apply the meta-gradient (the learner's Adam at ``outer_lr``)."""
+        learner.adam_step(grads, self.outer_lr(learner.config.train.outer_lr, progress))
+
+    def learned_values(self, params: Params, learner=None) -> dict[str, float | Tensor]:
+        """Named learned numbers to log (rates, regularisers); tensors are reduced by the caller."""
+        return {}
+
+    def inspect(self, params: Params, history: AdaptHistory | None = None, learner=None) -> list[Section]:
+        """What the explorer shows of this algorithm's state, as small tables."""
+        return []
+
+    # -- the inner loop, as data ----------------------------------------------------------------
+    def inner_loop(self, params: Params, progress: float = 0.0, steps: int | None = None,
+                   lr_scale: float = 1.0) -> InnerLoop:
+        steps = self.inner_steps if steps is None else int(steps)
+        rates = []
+        for s in range(steps):
+            step_rates = self.inner_rates(params, s)
+            if lr_scale != 1.0:
+                step_rates = {n: r * lr_scale for n, r in step_rates.items()}
+            rates.append(step_rates)
+        regulariser = self.inner_regulariser(params)
+        return InnerLoop(
+            names=tuple(self.adapt_names()), rates=tuple(rates), second_order=self.second_order(progress),
+            step_weights=self.step_weights(steps, progress) if steps else None,
+            regulariser=regulariser, anchor=self.model_params(params) if regulariser is not None else None,
+        )
+
+    def backend_choice(self, shots: int, progress: float = 0.0) -> str:
+        """Which backend a meta-step on ``shots`` support points runs on."""
+        params = self._shaped_params()
+        try:
+            return backends.choose(self.backend, self.model, self.loss, self.inner_loop(params, progress), shots).name
+        except ValueError as error:
+            return f"refused ({error})"
+
+    def explain_backends(self, shots: int, progress: float = 0.0) -> dict[str, str]:
+        if type(self).meta_step is not Algorithm.meta_step:
+            return {self.backend_choice(shots, progress): "runs (this algorithm forms its own meta-step)"}
+        return backends.explain(self.backend, self.model, self.loss, self.inner_loop(self._shaped_params(), progress), shots)
+
+    def _shaped_params(self) -> Params:
+        return self.init(torch.Generator().manual_seed(0), "cpu")
 
     # -- meta-gradient --------------------------------------------------------------------------
-    def meta_step(self, params: Params, batch: TaskBatch, metrics: bool = False) -> MetaStep:
-        """Outer loss and meta-gradient of one meta-batch (second order unless ``first_order``)."""
+    def meta_step(self, params: Params, batch: TaskBatch, metrics: bool = False, progress: float = 0.0) -> MetaStep:
+        """Outer loss and meta-gradient of one meta-batch."""
         leaves = _leaves(params)
-        model_params = self.model_params(leaves)
-        rates = self.learning_rates(leaves)
-        if self._use_fused(rates):
-            loss = F.one_step_relu_query_loss(self.model, model_params, batch.x_support, batch.y_support,
-                                              batch.x_query, batch.y_query, self.inner_lr, self.first_order)
-            step = MetaStep(loss.detach(), _grad(loss, leaves))
-            if metrics:  # numbers only: logging must never change the gradient (and so the run)
-                with torch.no_grad():
-                    _, inner = F.lowrank_query_loss(
-                        self.model, model_params, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
-                        self.inner_lr, 1, self.adapt_names, create_graph=False, record=True,
-                    )
-                self._fill_metrics(step, model_params, batch, inner)
-            return step
-        if self._use_lowrank(rates, batch):
-            loss, inner = F.lowrank_query_loss(
-                self.model, model_params, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
-                self.inner_lr, self.inner_steps, self.adapt_names, create_graph=not self.first_order, record=metrics,
-            )
-        else:
-            inner = F.inner_adapt(
-                self.model, model_params, batch.x_support, batch.y_support, rates, self.inner_steps,
-                self.adapt_names, create_graph=not self.first_order, record=metrics, backend=self._dense_backend,
-            )
-            loss = F.mean_task_loss(self.model, inner.params, batch.x_query, batch.y_query)
-        grads = _grad(loss, leaves)
-        step = MetaStep(loss.detach(), grads)
+        loop = self.inner_loop(leaves, progress)
+        start = self.inner_start(leaves, batch.num_tasks)
+        backend = backends.choose(self.backend, self.model, self.loss, loop, batch.x_support.shape[1])
+        objective, final, inner = backend.meta_loss(self.model, self.loss, start, batch, loop, record=metrics)
+        step = MetaStep(objective.detach(), _grad(objective, leaves), backend=backend.name)
         if metrics:
-            self._fill_metrics(step, model_params, batch, inner)
+            self.fill_metrics(step, start, batch, inner, final)
         return step
 
-    @property
-    def _dense_backend(self) -> str:
-        return "auto" if self.backend in ("lowrank", "fused") else self.backend
-
-    def _use_fused(self, rates) -> bool:
-        """The hand-written outer backward covers the default protocol: one step, relu, all layers."""
-        if self.backend == "fused":
-            return True
-        return (self.backend == "auto" and self.inner_steps == 1 and self.model.activation == "relu"
-                and not self.head_only and not any(isinstance(r, torch.Tensor) for r in rates.values()))
-
-    def _use_lowrank(self, rates, batch: TaskBatch) -> bool:
-        """Low-rank adapted weights pay off while steps x shots stays well below the widths."""
-        if self.backend not in ("auto", "lowrank", "fused") or not self.model.has_closed_form_gradient:
-            if self.backend == "lowrank":
-                raise ValueError(f"the lowrank backend does not support the {self.model.activation} activation")
-            return False
-        if any(isinstance(r, torch.Tensor) for r in rates.values()):
-            return False  # per-parameter rates (Meta-SGD) break the low-rank structure
-        if self.backend == "lowrank":
-            return True
-        rank = self.inner_steps * batch.x_support.shape[1]
-        return rank <= max(self.model.hidden, default=1) // 2
-
-    def meta_gradient(self, params: Params, batch: TaskBatch) -> tuple[Tensor, Params]:
+    def meta_gradient(self, params: Params, batch: TaskBatch, progress: float = 0.0) -> tuple[Tensor, Params]:
         """``(loss, grads)``: the outer loss and its gradient, a dict shaped like ``params``."""
-        step = self.meta_step(params, batch)
+        step = self.meta_step(params, batch, progress=progress)
         return step.loss, step.grads
 
-    def _fill_metrics(self, step: MetaStep, model_params: Params, batch: TaskBatch, inner: F.InnerResult | None) -> None:
-        step.query_loss_after = step.loss
+    def fill_metrics(self, step: MetaStep, start: Params, batch: TaskBatch, inner: InnerResult | None,
+                     final: Tensor) -> None:
+        step.query_loss_after = final
         with torch.no_grad():
-            detached = {n: v.detach() for n, v in model_params.items()}
-            step.query_loss_before = F.task_losses(self.model, detached, batch.x_query, batch.y_query).mean()
+            detached = {n: v.detach() for n, v in start.items()}
+            step.query_loss_before = task_losses(self.model, self.loss, detached, batch.x_query, batch.y_query, 0).mean()
             if inner is not None and inner.support_losses:
                 step.support_loss = inner.support_losses[0].mean()
                 step.inner_grad_norms = [g.mean() for g in inner.grad_norms]
             else:
-                step.support_loss = F.task_losses(self.model, detached, batch.x_support, batch.y_support).mean()
+                step.support_loss = task_losses(self.model, self.loss, detached, batch.x_support, batch.y_support, 0).mean()
 
     # -- adaptation (explorer, evaluation) ------------------------------------------------------
-    def adapt(
-        self,
-        params: Params,
-        x_support: Tensor,
-        y_support: Tensor,
-        steps: int | None = None,
-        x_query: Tensor | None = None,
-        y_query: Tensor | None = None,
-        inner_lr: float | None = None,
-        keep_params: bool = True,
-    ) -> AdaptHistory:
-        """Adapt ``params`` to the support set(s) one SGD step at a time, recording every step.
+    def adapt(self, params: Params, x_support: Tensor, y_support: Tensor, steps: int | None = None,
+              x_query: Tensor | None = None, y_query: Tensor | None = None, inner_lr: float | None = None,
+              keep_params: bool = True) -> AdaptHistory:
+        """Adapt ``params`` to the support set(s) one step at a time, recording every step.
 
-        Inputs are one task, (points, 1), or many, (tasks, points, 1). Nothing is differentiated
-        through; ``inner_lr`` overrides the run's rate (Meta-SGD's learned rates are scaled by
-        ``inner_lr / self.inner_lr`` in that case).
+        Inputs are one task, (points, in), or many, (tasks, points, in). Nothing is differentiated
+        through. ``inner_lr`` overrides the run's rate; learned rates are scaled by
+        ``inner_lr / self.inner_lr``.
         """
-        steps = self.inner_steps if steps is None else int(steps)
-        x_support, y_support = _as_batch(x_support), _as_batch(y_support)
-        has_query = x_query is not None and y_query is not None
-        if has_query:
-            x_query, y_query = _as_batch(x_query), _as_batch(y_query)
+        x_support, y_support = _as_batch(x_support), self._as_target_batch(y_support)
+        if x_query is not None and y_query is not None:
+            x_query, y_query = _as_batch(x_query), self._as_target_batch(y_query)
         with torch.no_grad():
             detached = {n: v.detach() for n, v in params.items()}
-            rates = self.learning_rates(detached, inner_lr)
-            fast = self.model_params(detached)
-            tasks = x_support.shape[0]
-            history = AdaptHistory([], [], [] if has_query else None, [])
-            for s in range(steps + 1):
-                loss, grads = F.inner_gradients(self.model, fast, x_support, y_support, self.adapt_names, False, self._dense_backend)
-                if keep_params:
-                    history.params.append({n: _per_task(v, self.model, n, tasks) for n, v in fast.items()})
-                history.support_loss.append(loss)
-                history.grad_norm.append(F.gradient_norm(grads))
-                if has_query:
-                    history.query_loss.append(F.task_losses(self.model, fast, x_query, y_query))
-                if s < steps:
-                    fast = {**fast, **{n: F.sgd_update(fast[n], grads[n], rates[n]) for n in self.adapt_names}}
-            if not keep_params:
-                history.params = [{}] * (steps + 1)
-        return history
+            scale = 1.0 if inner_lr is None else float(inner_lr) / self.inner_lr
+            loop = self.inner_loop(detached, progress=1.0, steps=steps, lr_scale=scale)
+            start = self.inner_start(detached, x_support.shape[0])
+            backend = backends.choose_dense(self.backend, self.model, self.loss, loop)
+            return dense_adapt(backend.gradients, self.model, self.loss, start, x_support, y_support, loop,
+                               x_query, y_query, keep_params)
+
+    def _as_target_batch(self, y: Tensor) -> Tensor:
+        """Targets of one task get a tasks dimension (regression targets are (points, out))."""
+        return y.unsqueeze(0) if y.dim() == 2 else y
 
 
-def _per_task(value: Tensor, model: MLP, name: str, tasks: int) -> Tensor:
-    if F._is_batched(model, name, value):
-        return value
-    return value.unsqueeze(0).expand(tasks, *value.shape)
+def _coerce(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(value, (bool, int)):
+            return bool(value)
+        raise TypeError(value)
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError(value)
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        result = float(value)
+        if result != result or result in (float("inf"), float("-inf")):
+            raise ValueError(value)
+        return result
+    return kind(value)
 
 
 def _leaves(params: Params) -> Params:

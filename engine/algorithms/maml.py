@@ -2,7 +2,7 @@
 
 theta' = theta - alpha * grad L_support(theta), repeated for every inner step; the outer loss is
 L_query(theta') and its gradient flows back through every inner step, Hessian terms included
-(exact second order). The implementation is the shared MAML-family core in ``base``.
+(exact second order). Every hook of ``base.Algorithm`` keeps its default answer.
 """
 
 from engine.algorithms.base import Algorithm

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import torch
 
-from engine.algorithms.base import Algorithm
+from engine.algorithms.base import Algorithm, Section
 from engine.model import Params
 
 
 class MetaSGD(Algorithm):
     name = "metasgd"
-    learns_inner_lr = True
+    paper = "Li, Zhou, Chen, Li 2017, arXiv:1707.09835"
 
-    def init(self, generator: torch.Generator, device=None) -> Params:
-        params = self.model.init(generator, device)
-        for name in self.adapt_names:
+    def init(self, generator: torch.Generator, device=None, dtype=torch.float32) -> Params:
+        params = self.model.init(generator, device, dtype)
+        for name in self.adapt_names():
             params[f"lr.{name}"] = torch.full_like(params[name], self.inner_lr)
         return params
 
-    def learning_rates(self, params: Params, inner_lr: float | None = None):
-        scale = 1.0 if inner_lr is None else float(inner_lr) / self.inner_lr
-        return {n: params[f"lr.{n}"] * scale if f"lr.{n}" in params else self.inner_lr * scale for n in self.adapt_names}
+    def inner_rates(self, params: Params, step: int):
+        return {n: params[f"lr.{n}"] for n in self.adapt_names()}
+
+    def learned_values(self, params: Params, learner=None):
+        return {f"lr.{n}": params[f"lr.{n}"].detach().mean() for n in self.adapt_names() if n.endswith("weight")}
+
+    def inspect(self, params, history=None, learner=None):
+        rows = []
+        for n in self.adapt_names():
+            rate = params[f"lr.{n}"].detach().float()
+            rows.append((n, (float(rate.mean()), float(rate.min()), float(rate.max()), float((rate < 0).float().mean()))))
+        return [Section("learned inner rates (per entry)", ("mean", "min", "max", "share < 0"), tuple(rows))]
