@@ -1,10 +1,12 @@
-"""Meta-iterations per second: the engine against the plain per-task loop, in one run.
+"""Meta-iterations per second: the engine against the plain per-task loop, in one run, per backend.
 
 The plain loop is the tutorial implementation every MAML course starts from: a Python loop over
 the meta-batch, ``torch.autograd.grad(..., create_graph=True)`` per task, the adapted parameters
 as a list, one ``backward`` on the summed query losses. The engine runs the same workload (same
-model, batch sizes, optimizer and sampling) through :class:`engine.trainer.MetaLearner`. Both
-include task sampling and the Adam step, so the ratio is what a user sees in ``maml-tui train``.
+model, batch sizes, optimizer and sampling) through :class:`engine.trainer.MetaLearner`, once
+with the backend ``auto`` picks and once forced onto each backend that accepts the case, so every
+fast path shows what it earns over the general ``torch.func`` path. All include task sampling and
+the Adam step, so the ratio is what a user sees in ``maml-tui train``.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ CASES = (
 @dataclass(frozen=True)
 class BenchResult:
     label: str
-    engine_its: float  # meta-iterations per second
+    engine_its: float  # meta-iterations per second, with the backend auto picks
     loop_its: float  # the plain loop at its best thread count
     engine_threads: int
     loop_threads: int
     loop_threads_tried: tuple[int, ...]
+    backend: str = ""  # the one auto picks
+    backends: dict = None  # meta-it/s forced onto each backend that accepts the case
 
     @property
     def ratio(self) -> float:
@@ -94,6 +98,7 @@ def run_benchmark(seconds: float = 3.0, device: str = "cpu", meta_batch_size: in
     The engine runs with its own thread choice; the plain loop is timed with one thread and with
     torch's default and credited with the faster, so the ratio never flatters the engine.
     """
+    from engine import backends as engine_backends
     from engine.trainer import MetaLearner  # local import: the trainer is the thing measured
 
     default_threads = torch.get_num_threads()
@@ -109,6 +114,14 @@ def run_benchmark(seconds: float = 3.0, device: str = "cpu", meta_batch_size: in
             learner = MetaLearner(config, device=device)
             engine_threads = torch.get_num_threads()
             engine_its = _time(lambda: learner.outer_step(metrics=False), seconds, device)
+            chosen = learner.algorithm.backend_choice(shots)
+            per_backend = {}
+            for name, backend in engine_backends.BACKENDS.items():
+                loop = learner.algorithm.inner_loop(learner.params)
+                if backend.refuses(learner.model, learner.algorithm.loss, loop) is not None:
+                    continue
+                forced = MetaLearner(config, device=device, backend=name)
+                per_backend[name] = _time(lambda: forced.outer_step(metrics=False), seconds, device)
 
             best_its, best_threads = 0.0, thread_counts[0]
             for threads in thread_counts:
@@ -121,12 +134,13 @@ def run_benchmark(seconds: float = 3.0, device: str = "cpu", meta_batch_size: in
 
                 def loop_step():
                     batch = family.sample(meta_batch_size, shots, query, generator)
-                    plain_loop_step(model, params, optimizer, batch, 0.01, case.inner_steps, case.first_order)
+                    plain_loop_step(model, params, optimizer, batch, learner.algorithm.inner_lr, case.inner_steps, case.first_order)
 
                 its = _time(loop_step, seconds, device)
                 if its > best_its:
                     best_its, best_threads = its, threads
-            results.append(BenchResult(case.label, engine_its, best_its, engine_threads, best_threads, thread_counts))
+            results.append(BenchResult(case.label, engine_its, best_its, engine_threads, best_threads, thread_counts,
+                                       chosen, per_backend))
     finally:
         torch.set_num_threads(default_threads)
     return results

@@ -63,7 +63,8 @@ class Server:
 
             self.session = ExplorerSession.open(self.run, self.device)
             learner = self.session.learner
-            self.send("ready", device=str(learner.device), threads=learner.threads, torch=torch.__version__)
+            self.send("ready", device=str(learner.device), threads=learner.threads, torch=torch.__version__,
+                      catalog=catalog())
             self.send_records(reset=True)
             self.send_snapshot()
         except Exception as error:
@@ -189,6 +190,19 @@ class Server:
                   its_per_second=self.its_per_second if busy else 0.0)
         self.dirty = self.urgent = False
         self.last_sent = time.perf_counter()
+
+
+def catalog() -> dict[str, Any]:
+    """What exists, for the explorer's pickers: the registry's task families and algorithms."""
+    from engine import registry
+    from engine.algorithms import ALGORITHMS
+
+    return {
+        "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values()],
+        "algorithms": [{"name": name, "summary": registry.ALGORITHMS[name].summary, "paper": cls.paper,
+                        "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"]}
+                       for name, cls in ALGORITHMS.items()],
+    }
 
 
 def _sentence(error: Exception) -> str:

@@ -170,7 +170,7 @@ class MetaLearner:
             learned = self.algorithm.learned_values(self.params, self)
             # one device-to-host transfer for everything
             scalars = [result.query_loss_after, result.query_loss_before, result.support_loss, total, *layer_norms.values(),
-                       *result.inner_grad_norms, *(torch.as_tensor(v, device=self.device).detach().mean() for v in learned.values())]
+                       *result.inner_grad_norms, *(torch.as_tensor(v, dtype=torch.float64, device=self.device).detach().mean() for v in learned.values())]
             values = torch.stack([s.detach().double().reshape(()) for s in scalars]).tolist()
         n_layers, n_inner = len(layer_norms), len(result.inner_grad_norms)
         return OuterMetrics(
@@ -243,6 +243,7 @@ def train(
     steps: int | None = None,
     on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    backend: str = "auto",
 ) -> TrainEvent:
     """Train (or resume) a run directory up to ``steps`` total outer steps (default: the config's).
 
@@ -257,14 +258,15 @@ def train(
     if resume:
         stored = run.load_config()
         config = stored if steps is None else stored.replace(train={"steps": steps})
-        learner = MetaLearner(config, device, threads)
+        learner = MetaLearner(config, device, threads, backend)
         learner.load_state_dict(run.load_checkpoint(map_location=learner.device))
         run.truncate_metrics(learner.step)
         if steps is not None:
             run.write_config(config)  # the new target survives a later plain --resume
     else:
         config = config if steps is None else config.replace(train={"steps": steps})
-        learner = MetaLearner(config, device, threads)
+        learner = MetaLearner(config, device, threads, backend)
+        config = learner.config  # the algorithm's defaults filled in: what the run directory records
         run.create(config)
     total = config.train.steps
     emit(TrainEvent("start", learner.step, total, message=str(run.path)))

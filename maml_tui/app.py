@@ -17,7 +17,8 @@ from textual.screen import Screen
 from maml_tui.engine_link import EngineLink
 from maml_tui.messages import EngineDied, EngineEvents
 from maml_tui.screens.main import BURST, MainScreen
-from maml_tui.widgets.settings import CHOICES, LABELS
+from maml_tui.widgets import SettingsPanel
+from maml_tui.widgets.settings import LABELS
 
 
 class ExplorerApp(App):
@@ -78,7 +79,7 @@ class ExplorerApp(App):
         yield SystemCommand("Open run as baseline", "open a run directory as the pretrained baseline",
                             partial(main.action_open_run, "baseline"))
         yield SystemCommand("Help", "keys and what the picture shows (key ?)", main.action_help)
-        for key, options in CHOICES.items():
+        for key, options in main.query_one(SettingsPanel).choices.items():
             for value in options:
                 yield SystemCommand(f"{LABELS[key].capitalize()}: {value}", f"set {LABELS[key]} to {value}",
                                     partial(main.pick_setting, key, value))

@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine import registry  # names only: it imports no torch, so --help stays fast
+
 app = typer.Typer(
     name="maml-tui",
     help="A live terminal explorer and a fast engine for MAML and its family.",
@@ -34,6 +36,25 @@ def fail(message: str, code: int = 1) -> None:
     message = message[0].upper() + message[1:] if message else message
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+TASK_HELP = f"Task family: {', '.join(registry.TASKS)}."
+ALGO_HELP = f"Algorithm: {', '.join(registry.ALGORITHMS)} (see maml-tui algorithms)."
+
+
+def _parse_options(pairs: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs into an options mapping; values are JSON when they parse (numbers,
+    true/false), text otherwise."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option takes KEY=VALUE, such as context_size=5, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
@@ -88,14 +109,15 @@ def _run_explorer(run: Path | None, ascii_mode: bool, device: str) -> None:
 # -- train ---------------------------------------------------------------------------------------
 @app.command()
 def train(
-    task: Annotated[str, typer.Option(help="Task family: sinusoid, linear, quadratic, sine_line, harmonic, tanh, abs.")] = "sinusoid",
-    algo: Annotated[str, typer.Option(help="Algorithm: maml, fomaml, reptile, anil, metasgd, pretrain, scratch.")] = "maml",
+    task: Annotated[str, typer.Option(help=TASK_HELP)] = "sinusoid",
+    algo: Annotated[str, typer.Option(help=ALGO_HELP)] = "maml",
     steps: Annotated[Optional[int], typer.Option(help="Outer steps in total [default: 70000; with --resume, the run's own].")] = None,
     meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch.")] = 25,
     shots: Annotated[int, typer.Option(help="Support points per task (K).")] = 10,
     query: Annotated[int, typer.Option(help="Query points per task.")] = 10,
-    inner_steps: Annotated[int, typer.Option(help="Inner gradient steps during meta-training.")] = 1,
-    inner_lr: Annotated[float, typer.Option(help="Inner learning rate (alpha).")] = 0.01,
+    inner_steps: Annotated[Optional[int], typer.Option(help="Inner gradient steps during meta-training [default: the algorithm's; 1 for maml, 5 for mamlpp].")] = None,
+    inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate alpha [default: the algorithm's; 0.001 for maml, 1.0 for cavia, 0.01 for the baselines].")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="An algorithm option as KEY=VALUE, e.g. context_size=8 (repeatable; see maml-tui algorithms).")] = None,
     outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta).")] = 1e-3,
     hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "40,40",
     activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
@@ -107,6 +129,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory exactly where it stopped.")] = None,
     log_every: Annotated[int, typer.Option(help="Outer steps between metric records.")] = 100,
     checkpoint_every: Annotated[int, typer.Option(help="Outer steps between periodic checkpoints.")] = 5000,
+    backend: Annotated[str, typer.Option(help="auto (the fastest that supports the run), fused, lowrank, closed_form or torch.func.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only the run directory.")] = False,
 ) -> None:
     """Meta-train a model headless and write a run directory (config, metrics, checkpoint)."""
@@ -120,6 +143,9 @@ def train(
         fail(f"--threads must be positive, got {threads}")
     try:
         resolve_device(device)
+        from engine.backends import check_name
+
+        check_name(backend)
     except ValueError as error:
         fail(str(error))
     if resume is not None:
@@ -127,14 +153,15 @@ def train(
 
         ignored = [flag for flag, value in (
             ("--task", task != "sinusoid"), ("--algo", algo != "maml"), ("--meta-batch", meta_batch != 25),
-            ("--shots", shots != 10), ("--query", query != 10), ("--inner-steps", inner_steps != 1),
-            ("--inner-lr", inner_lr != 0.01), ("--outer-lr", outer_lr != 1e-3), ("--hidden", hidden != "40,40"),
+            ("--shots", shots != 10), ("--query", query != 10), ("--inner-steps", inner_steps is not None),
+            ("--inner-lr", inner_lr is not None), ("--option", bool(option)), ("--outer-lr", outer_lr != 1e-3),
+            ("--hidden", hidden != "40,40"),
             ("--activation", activation != "relu"), ("--init", init != "torch"), ("--seed", seed != 0),
             ("--out", out is not None), ("--log-every", log_every != 100), ("--checkpoint-every", checkpoint_every != 5000),
         ) if value]
         if ignored:
             fail(f"--resume continues a run with its own settings, so {', '.join(ignored)} cannot change; "
-                 "only --steps, --device, --threads and --quiet apply")
+                 "only --steps, --device, --threads, --backend and --quiet apply")
         try:
             RunDirectory(resume).load_config()
             RunDirectory(resume).load_checkpoint()
@@ -146,14 +173,14 @@ def train(
         config = RunConfig(
             task=TaskConfig(name=task),
             model=ModelConfig(hidden=_parse_hidden(hidden), activation=activation, init=init),
-            algo=AlgoConfig(name=algo, inner_lr=inner_lr, inner_steps=inner_steps),
+            algo=AlgoConfig(name=algo, inner_lr=inner_lr, inner_steps=inner_steps, options=_parse_options(option)),
             train=TrainConfig(
                 steps=70_000 if steps is None else steps, meta_batch_size=meta_batch, shots=shots, query=query,
                 outer_lr=outer_lr, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
             ),
         )
         try:
-            config.validate()
+            config = config.validate().resolved()
         except ValueError as error:
             fail(str(error))
         run_dir = out or Path("runs") / f"{task}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -173,7 +200,7 @@ def train(
     try:
         with progress:
             end = run_training(config, run_dir, device=device, threads=threads, resume=resume is not None,
-                               steps=steps, on_event=progress.on_event)
+                               steps=steps, on_event=progress.on_event, backend=backend)
     except DivergedError as error:
         fail(str(error))
     except (RunError, ValueError) as error:
@@ -202,7 +229,8 @@ def evaluate_runs(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
 ) -> None:
-    """Meta-test runs with the paper protocol: MSE mean and 95% CI after each inner step."""
+    """Meta-test runs with the paper protocol: per inner step the mean with its 95% CI, the median
+    and how many tasks diverged (mean, CI and median over the tasks that did not)."""
     from engine.checkpoint import RunError
     from engine.evaluate import evaluate
     from engine.trainer import MetaLearner, resolve_device
@@ -224,20 +252,32 @@ def evaluate_runs(
             learner = MetaLearner.from_run(run, target)
         except (RunError, ValueError) as error:
             fail(str(error))
-        config = learner.config
-        result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=shots, steps=steps, tasks=tasks, query=query, seed=seed, inner_lr=inner_lr)
-        results.append((str(run), config, result))
+        result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=shots, steps=steps, tasks=tasks,
+                          query=query, seed=seed, inner_lr=inner_lr)
+        results.append((str(run), result))
     if as_json:
-        document = {"runs": [{"run": run, **result.to_dict()} for run, _, result in results]}
-        typer.echo(json.dumps(document))
+        document = {"runs": [{"run": run, **result.to_dict()} for run, result in results]}
+        typer.echo(json.dumps(document, allow_nan=False))  # strict JSON: every number is finite or null
         return
-    table = Table(title=f"Meta-test MSE, mean ± 95% CI ({tasks} tasks, {shots} shots, {query} query points)")
+    label = results[0][1].loss.upper() if results[0][1].loss == "mse" else results[0][1].loss
+    table = Table(title=f"Meta-test {label} ({tasks} tasks, {shots} shots, {query} query points): "
+                        "mean ± 95% CI, median, tasks diverged", title_justify="left")
     table.add_column("step", justify="right")
-    for run, config, result in results:
-        table.add_column(f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}", justify="right")
-    for index, step in enumerate(range(steps + 1)):
-        table.add_row(str(step), *(f"{r.mse_mean[index]:.3f} ± {r.mse_ci95[index]:.3f}" for _, _, r in results))
+    for run, result in results:
+        name = f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}"
+        table.add_column(f"{name}\nmean ± CI", justify="right")
+        table.add_column("median", justify="right")
+        table.add_column("div.", justify="right")
+    for index in range(steps + 1):
+        cells = []
+        for _, result in results:
+            stats = result.step(index)
+            cells += ["—" if stats.mean is None else f"{stats.mean:.3f} ± {stats.ci95:.3f}",
+                      "—" if stats.median is None else f"{stats.median:.3f}", str(stats.diverged)]
+        table.add_row(str(index), *cells)
     console.print(table)
+    if any(any(result.diverged) for _, result in results):
+        console.print(f"A task counts as diverged when {results[0][1].diverged_rule}.", highlight=False)
 
 
 # -- bench ---------------------------------------------------------------------------------------
@@ -266,36 +306,54 @@ def bench(
         fail(str(error))
     with console.status("timing the engine and the plain loop..."):
         results = run_benchmark(seconds=seconds, device=str(target), meta_batch_size=meta_batch)
-    table = Table(title=f"meta-iterations per second on {target} (sinusoid, 1-40-40-1, meta-batch {meta_batch}, 10 shots)")
-    for column in ("case", "engine", "plain loop", "speed-up"):
-        table.add_column(column, justify="left" if column == "case" else "right")
+    from engine.backends import BACKENDS
+
+    table = Table(title=f"meta-iterations per second on {target} (sinusoid, 1-40-40-1, meta-batch {meta_batch}, 10 shots)",
+                  title_justify="left")
+    for column in ("case", "implementation", "meta-it/s", "vs plain loop"):
+        table.add_column(column, justify="left" if column in ("case", "implementation") else "right")
     for r in results:
-        table.add_row(r.label, f"{r.engine_its:,.0f}", f"{r.loop_its:,.1f}", f"{r.ratio:.1f}x")
+        rows = [(f"engine, auto ({r.backend})", r.engine_its)]
+        rows += [(f"engine, {name}", r.backends[name]) if name in r.backends else (f"engine, {name}", None) for name in BACKENDS]
+        rows.append(("plain per-task loop", r.loop_its))
+        for index, (label, its) in enumerate(rows):
+            table.add_row(r.label if index == 0 else "", label, "refuses" if its is None else f"{its:,.1f}",
+                          "" if its is None else f"{its / r.loop_its:.1f}x", end_section=index == len(rows) - 1)
     console.print(table)
     console.print(f"engine threads: {results[0].engine_threads}; plain loop: best of {results[0].loop_threads_tried} threads "
                   f"(took {results[0].loop_threads}). torch {torch.__version__}, {platform.processor() or platform.machine()}")
     if out is not None:
-        document = {"device": str(target), "torch": torch.__version__, "meta_batch": meta_batch, "seconds": seconds,
+        document = {"device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else platform.processor() or platform.machine(),
+                    "torch": torch.__version__, "meta_batch": meta_batch, "seconds": seconds,
                     "cases": [r.to_dict() for r in results]}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(document, indent=2) + "\n")
 
 
-# -- info ----------------------------------------------------------------------------------------
+# -- info and algorithms --------------------------------------------------------------------------
 @app.command()
-def info(device: Annotated[str, typer.Option(help="Device to resolve: auto, cpu, cuda, cuda:N or mps.")] = "auto") -> None:
-    """Versions, the device the engine would use, and its thread count."""
+def info(
+    device: Annotated[str, typer.Option(help="Device to resolve: auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    algo: Annotated[str, typer.Option(help=ALGO_HELP)] = "maml",
+    inner_steps: Annotated[Optional[int], typer.Option(help="Inner steps [default: the algorithm's].")] = None,
+    shots: Annotated[int, typer.Option(help="Support points per task.")] = 10,
+    activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
+) -> None:
+    """Versions, the device and thread count the engine would use, and which backend runs ALGO and why."""
     import os
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
-    from engine.config import RunConfig
-    from engine.trainer import resolve_device, resolve_threads
+    from engine.config import AlgoConfig, ModelConfig, RunConfig, TrainConfig
+    from engine.trainer import MetaLearner, resolve_device, resolve_threads
 
     try:
         target = resolve_device(device)
+        config = RunConfig(model=ModelConfig(activation=activation), algo=AlgoConfig(name=algo, inner_steps=inner_steps),
+                           train=TrainConfig(shots=shots)).validate()
+        learner = MetaLearner(config, "cpu", threads=torch.get_num_threads())
     except ValueError as error:
         fail(str(error))
     table = Table(show_header=False, title="maml-tui")
@@ -315,6 +373,37 @@ def info(device: Annotated[str, typer.Option(help="Device to resolve: auto, cpu,
     table.add_row("torch threads (default)", str(torch.get_num_threads()))
     table.add_row("engine threads (default run)", str(resolve_threads(None, target, RunConfig())))
     console.print(table)
+    algorithm = learner.algorithm
+    backends = Table(title=f"backends for {algo}: {algorithm.inner_steps} inner step(s), {shots} shots, "
+                           f"{learner.model!r}", title_justify="left")
+    backends.add_column("backend", style="bold")
+    backends.add_column("for this run")
+    for name, verdict in algorithm.explain_backends(shots).items():
+        backends.add_row(name, verdict)
+    console.print(backends)
+
+
+@app.command()
+def algorithms() -> None:
+    """Every registered algorithm and task family, with its paper, defaults and options."""
+    from engine.algorithms import ALGORITHMS
+    from engine.model import MLP
+
+    table = Table(title="algorithms (maml-tui train --algo NAME; options with --option KEY=VALUE)", title_justify="left")
+    for column in ("name", "what", "paper", "inner lr", "inner steps", "options (default)", "backend on the sinusoid protocol"):
+        table.add_column(column)
+    for name, cls in ALGORITHMS.items():
+        options = ", ".join(f"{k}={v}" for k, v in cls.option_defaults().items()) or "—"
+        choice = cls(MLP()).backend_choice(shots=10)
+        table.add_row(name, registry.ALGORITHMS[name].summary, cls.paper, f"{cls.defaults['inner_lr']:g}",
+                      str(cls.defaults["inner_steps"]), options, choice)
+    console.print(table)
+    tasks = Table(title="task families (maml-tui train --task NAME)", title_justify="left")
+    tasks.add_column("name")
+    tasks.add_column("what")
+    for entry in registry.TASKS.values():
+        tasks.add_row(entry.name, entry.summary)
+    console.print(tasks)
 
 
 def main() -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.config import ALGORITHM_NAMES, TASK_NAMES
+from textual.widgets import Select
+
+from engine.registry import ALGORITHMS as ALGORITHM_NAMES
+from engine.registry import TASKS as TASK_NAMES
 from maml_tui.app import ExplorerApp
 from maml_tui.engine_link import EngineLink
-from maml_tui.screens import ConfirmDialog, HelpScreen, MainScreen, PathDialog
-from maml_tui.widgets import FitPlot, LossChart
-from maml_tui.widgets.settings import CHOICES
+from maml_tui.screens import AlgorithmScreen, ConfirmDialog, HelpScreen, MainScreen, PathDialog
+from maml_tui.widgets import AlgorithmPanel, FitPlot, LossChart, SettingsPanel
 
 SIZE = (100, 30)
 
@@ -247,9 +249,65 @@ async def test_the_palette_lists_every_action_and_setting():
         assert "Theme" in " ".join(titles) or "theme" in " ".join(titles).lower()
 
 
-def test_the_panel_offers_every_task_family_and_algorithm():
-    assert CHOICES["task"] == TASK_NAMES
-    assert CHOICES["algorithm"] == ALGORITHM_NAMES
+async def test_the_panel_offers_what_the_engine_announces():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await until(pilot, lambda: main.ready, what="the engine's catalog")
+        panel = main.query_one(SettingsPanel)
+        assert panel.choices["task"] == tuple(TASK_NAMES)
+        assert panel.choices["algorithm"] == tuple(ALGORITHM_NAMES)
+        assert panel.choices["compare"] == ("off", *ALGORITHM_NAMES)
+        assert main.query_one("#setting-algorithm", Select).value == "maml"
+
+
+async def test_every_new_algorithm_can_be_picked_stepped_and_shows_what_it_learns():
+    app = make_app()
+    async with app.run_test(size=(140, 44)) as pilot:
+        main = await ready(pilot)
+        await until(pilot, lambda: main.ready, what="the engine's catalog")
+        for algorithm, title in (("mamlpp", "LSLR"), ("cavia", "context after each inner step"),
+                                 ("alphamaml", "hypergradient"), ("r2d2", "ridge head")):
+            main.pick_setting("algorithm", algorithm)
+            await pilot.pause()
+            if isinstance(app.screen, ConfirmDialog):
+                await pilot.press("y")
+            await settled(pilot, main, lambda s: s["settings"]["algorithm"] == algorithm, algorithm)
+            await pilot.press("o")
+            await settled(pilot, main, lambda s: s["step"] == 1, f"an outer step of {algorithm}")
+            taken = main.snapshot["inner_steps_taken"]
+            await pilot.press("i")
+            snapshot = await settled(pilot, main, lambda s: s["inner_steps_taken"] == taken + 1, f"an inner step of {algorithm}")
+            assert any(title in section["title"] for section in snapshot["algorithm_view"]), algorithm
+            panel = main.query_one("#algorithm-panel", AlgorithmPanel)
+            assert panel.display and title in panel.plain
+        await pilot.press("a")
+        assert isinstance(app.screen, AlgorithmScreen)
+        await pilot.pause()
+        assert "ridge head" in app.screen.query_one(AlgorithmPanel).plain
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_alphamaml_rates_are_drawn_over_outer_steps():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await until(pilot, lambda: main.ready, what="the engine's catalog")
+        main.pick_setting("algorithm", "alphamaml")
+        await pilot.pause()
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["settings"]["algorithm"] == "alphamaml" and s["step"] == 0, "alphamaml")
+        for count in (1, 2, 3):
+            await pilot.press("o")
+            await settled(pilot, main, lambda s: s["step"] == count, f"outer step {count}")
+        await until(pilot, lambda: len(main.records["learned"]) == 3, what="three records")
+        history = main.learned_history()
+        assert set(history) == {"alpha", "beta"} and len(history["alpha"]) == 3
+        await pilot.press("a")  # at 100x30 the panel lives on its own screen
+        await pilot.pause()
+        text = app.screen.query_one(AlgorithmPanel).plain
+        assert "alpha" in text and "beta" in text and any(ch in text for ch in "▁▂▃▄▅▆▇█")
 
 
 async def test_ascii_mode_draws_without_braille():

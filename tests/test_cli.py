@@ -31,9 +31,10 @@ def test_train_then_eval_json(tmp_path):
     document = json.loads(result.stdout)
     assert len(document["runs"]) == 2
     entry = document["runs"][0]
-    assert {"run", "algorithm", "shots", "tasks", "steps", "mse_mean", "mse_ci95"} <= set(entry)
-    assert entry["algorithm"] == "maml" and entry["shots"] == 3 and entry["tasks"] == 20
-    assert entry["steps"] == [0, 1, 2] and len(entry["mse_mean"]) == len(entry["mse_ci95"]) == 3
+    assert {"run", "algorithm", "shots", "tasks", "steps", "mean", "ci95", "median", "diverged", "loss"} <= set(entry)
+    assert entry["algorithm"] == "maml" and entry["shots"] == 3 and entry["tasks"] == 20 and entry["loss"] == "mse"
+    assert entry["steps"] == [0, 1, 2] and len(entry["mean"]) == len(entry["ci95"]) == len(entry["median"]) == 3
+    assert entry["inner_lr"] == 0.001 and entry["diverged"] == [0, 0, 0]
 
 
 def test_eval_table_and_resume(tmp_path):

@@ -21,13 +21,13 @@ def test_evaluation_follows_the_protocol():
     family = engine.make_task_family("sinusoid")
     batch = family.sample(50, 5, 20, torch.Generator().manual_seed(7))
     per_task = torch.stack([nnf.mse_loss(model.forward(params, batch.x_query[t]), batch.y_query[t]) for t in range(50)]).double()
-    assert result.mse_mean[0] == pytest.approx(float(per_task.mean()), rel=1e-5)
-    assert result.mse_ci95[0] == pytest.approx(1.96 * float(per_task.std()) / math.sqrt(50), rel=1e-4)
-    assert result.mse_mean[3] < result.mse_mean[0]
+    assert result.mean[0] == pytest.approx(float(per_task.mean()), rel=1e-5)
+    assert result.ci95[0] == pytest.approx(1.96 * float(per_task.std()) / math.sqrt(50), rel=1e-4)
+    assert result.mean[3] < result.mean[0]
     again = evaluate(algorithm, params, "sinusoid", shots=5, steps=3, tasks=50, query=20, seed=7)
     assert again == result
     override = evaluate(algorithm, params, "sinusoid", shots=5, steps=3, tasks=50, query=20, seed=7, inner_lr=0.001)
-    assert override.inner_lr == 0.001 and override.mse_mean[0] == result.mse_mean[0] and override.mse_mean[3] != result.mse_mean[3]
+    assert override.inner_lr == 0.001 and override.mean[0] == result.mean[0] and override.mean[3] != result.mean[3]
 
 
 def test_chunked_evaluation_equals_one_batch():
@@ -36,7 +36,7 @@ def test_chunked_evaluation_equals_one_batch():
     params = model.init(torch.Generator().manual_seed(0))
     whole = evaluate(algorithm, params, tasks=30, steps=2)
     chunked = evaluate(algorithm, params, tasks=30, steps=2, chunk=7)
-    for a, b in zip(whole.mse_mean, chunked.mse_mean):
+    for a, b in zip(whole.mean, chunked.mean):
         assert a == pytest.approx(b, rel=1e-6)
 
 

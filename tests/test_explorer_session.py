@@ -9,8 +9,10 @@ import threading
 import pytest
 import torch
 
-from engine.config import ALGORITHM_NAMES, RunConfig, TASK_NAMES
-from engine.explorer import ExplorerSession, apply_settings
+from engine.config import RunConfig
+from engine.explorer import ExplorerSession, apply_settings, companion_config
+from engine.registry import ALGORITHMS as ALGORITHM_NAMES
+from engine.registry import TASKS as TASK_NAMES
 from engine.explorer_server import serve
 from engine.trainer import DivergedError, MetaLearner
 from maml_tui.engine_link import SHIPPED_RUN
@@ -105,17 +107,39 @@ def test_settings_keep_training_unless_the_model_or_algorithm_changes():
     assert session.needs_fresh_model({"algorithm": "reptile"}) and not session.needs_fresh_model({"shots": 3})
     session.set_settings({"algorithm": "metasgd"})
     assert session.learner.step == 0 and session.config.algo.name == "metasgd"
+    assert session.config.algo.inner_lr == 0.001  # a new algorithm starts from its own defaults
     with pytest.raises(ValueError):
         apply_settings(session.config, {"shots": "0"})
+    session.set_settings({"algorithm": "cavia"})
+    assert session.config.algo.inner_lr == 1.0 and session.settings["inner_lr"] == 1.0
+    session.set_settings({"algorithm": "mamlpp"})
+    assert session.config.algo.inner_steps == 5
+    assert session.needs_fresh_model({"inner_steps": 3})  # one learned rate per step
+    assert "inner_steps" in session.snapshot().fresh_settings
+
+
+def test_companions_keep_their_own_inner_rate_when_their_defaults_differ():
+    config = small_config(inner_lr=0.02).resolved()
+    assert companion_config(config, "fomaml").algo.inner_lr == 0.02  # same default as maml: shared
+    assert companion_config(config, "cavia").algo.inner_lr == 1.0
+    assert companion_config(config, "pretrain").algo.inner_lr == 0.01
+    assert companion_config(config, "mamlpp").algo.inner_steps == 5
 
 
 def test_every_algorithm_and_task_family_can_be_explored():
     session = ExplorerSession.open(config=small_config(), device="cpu")
+    views = {}
     for algorithm in ALGORITHM_NAMES:
         session.set_settings({"algorithm": algorithm})
         session.outer_steps(1)
         session.inner_step()
-        assert math.isfinite(session.snapshot().query_loss[-1]), algorithm
+        snapshot = session.snapshot()
+        assert math.isfinite(snapshot.query_loss[-1]), algorithm
+        views[algorithm] = [section["title"] for section in snapshot.algorithm_view]
+    assert "learned inner rate per layer and step (LSLR)" in views["mamlpp"]
+    assert "context after each inner step (this task)" in views["cavia"]
+    assert "rates adapted by hypergradient descent" in views["alphamaml"]
+    assert views["r2d2"] == ["learned ridge head"] and views["maml"] == []
     for task in TASK_NAMES:
         session.set_settings({"task": task})
         assert math.isfinite(session.snapshot().curve[-1]), task

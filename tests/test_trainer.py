@@ -36,7 +36,7 @@ def test_outer_step_reports_every_metric(algo):
         total = sum(v ** 2 for v in metrics.layer_grad_norms.values()) ** 0.5
         assert metrics.meta_grad_norm == pytest.approx(total, rel=1e-5)
     if algo == "metasgd":
-        assert set(metrics.learning_rates) == {"layer0", "layer1", "layer2"}
+        assert set(metrics.learned) == {"lr.layer0.weight", "lr.layer1.weight", "lr.layer2.weight"}
     if algo in ("maml", "fomaml", "anil", "metasgd"):
         assert metrics.query_loss_after < metrics.query_loss_before  # one inner step helps at init
 

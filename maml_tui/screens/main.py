@@ -16,18 +16,20 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Select, Static
 
+from maml_tui.screens.algorithm import AlgorithmScreen
 from maml_tui.screens.dialogs import ConfirmDialog, PathDialog
 from maml_tui.screens.help import HelpScreen
-from maml_tui.widgets import FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
+from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
 from maml_tui.widgets.plots import ADAPTED, COMPANION_COLOURS, MAGENTA
-from maml_tui.widgets.settings import ALGORITHMS, as_text
+from maml_tui.widgets.settings import as_text
 
 MINIMUM_SIZE = (80, 24)
+ROOMY_SIZE = (110, 34)  # from here on the algorithm panel has room beside the plots
 REDRAW_RATE = 10.0  # status redraws per second, at most
 FIT_INTERVAL = 0.2  # seconds between redraws of the fit while training (a key press redraws at once)
 CHART_INTERVAL = 1.0  # seconds between redraws of the outer-loop charts
 BURST = 100
-FRESH_SETTINGS = ("algorithm", "hidden")
+FRESH_SETTINGS = ("algorithm", "hidden")  # until the engine says which settings start a new model
 
 
 def _answer_to_a_person(previous: dict, current: dict) -> bool:
@@ -53,6 +55,8 @@ class MainScreen(Screen):
         Binding("space", "toggle_run", "Run/pause", priority=True, tooltip="run or pause meta-training live"),
         Binding("c", "cycle_compare", "Compare", priority=True, show=False, tooltip="compare with the next algorithm (trained side by side); cycles to off"),
         Binding("p", "toggle_baseline", "Baseline", priority=True, show=False, tooltip="train the pretrained baseline side by side (toggle)"),
+        Binding("a", "algorithm_view", "Algorithm", priority=True, show=False,
+                tooltip="what the algorithm itself learns, live: MAML++'s rate per layer and step, CAVIA's context, Alpha-MAML's rates"),
         Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
         Binding("s", "save", "Save", priority=True, show=False, tooltip="save a checkpoint into a run directory"),
         Binding("l", "open_run", "Open", priority=True, show=False, tooltip="open a run directory or checkpoint"),
@@ -65,7 +69,8 @@ class MainScreen(Screen):
         super().__init__()
         self.ascii_mode = ascii_mode
         self.snapshot: dict | None = None
-        self.records: dict[str, list[float]] = {k: [] for k in ("step", "before", "after", "meta", "inner")}
+        self.records: dict[str, list] = {k: [] for k in ("step", "before", "after", "meta", "inner", "learned")}
+        self.catalog: dict = {}
         self.records_version = 0
         self.running = False
         self.its_per_second = 0.0
@@ -82,6 +87,7 @@ class MainScreen(Screen):
         with Horizontal(id="body"):
             with Vertical(id="side"):
                 yield SettingsPanel(id="settings")
+                yield AlgorithmPanel(ascii_mode=self.ascii_mode, id="algorithm-panel")
                 yield InnerCurveChart(ascii_mode=self.ascii_mode, id="curve-chart")
             with Vertical(id="plots"):
                 yield FitPlot(ascii_mode=self.ascii_mode, id="fit")
@@ -94,6 +100,7 @@ class MainScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#settings").border_title = "settings"
+        self.query_one("#algorithm-panel").border_title = "learned by the algorithm · a: full view"
         self.query_one("#curve-chart").border_title = "query MSE per inner step"
         self.query_one("#loss-chart").border_title = "log MSE [$text-muted]before[/]/[cyan]after[/]"
         self.query_one("#grad-chart").border_title = "log ‖g‖ [#c85ae6]meta[/]/[orange]inner[/]"
@@ -110,6 +117,7 @@ class MainScreen(Screen):
     def check_size(self) -> None:
         width, height = self.app.size
         self.set_class(width < MINIMUM_SIZE[0] or height < MINIMUM_SIZE[1], "too-small")
+        self.set_class(width >= ROOMY_SIZE[0] and height >= ROOMY_SIZE[1], "roomy")
 
     # -- engine events --------------------------------------------------------------------------
     def apply_events(self, events: list[dict]) -> None:
@@ -118,6 +126,9 @@ class MainScreen(Screen):
             if kind == "ready":
                 self.ready = True
                 self.engine_info = event
+                self.catalog = event.get("catalog", {})
+                self.query_one(SettingsPanel).set_catalog(self.catalog)
+                self.shown_settings = None
                 self.set_message("")
             elif kind == "snapshot":
                 previous, self.snapshot = self.snapshot, event["snapshot"]
@@ -165,6 +176,7 @@ class MainScreen(Screen):
             self.records["after"].append(record["query_loss_after"])
             self.records["meta"].append(record["meta_grad_norm"])
             self.records["inner"].append(record["inner_grad_norm"])
+            self.records["learned"].append(record.get("learned") or {})
         self.records_version += 1
         self.charts_dirty = True
 
@@ -205,11 +217,25 @@ class MainScreen(Screen):
             parts.append(f"[{_hex(COMPANION_COLOURS.get(companion['role'], 'cyan'))}]{companion['algorithm']}[/]")
         fit.border_subtitle = " ".join(parts)
         self.query_one(InnerCurveChart).show_curves(snapshot)
+        self.draw_algorithm(snapshot)
         compare = next((c["algorithm"] for c in snapshot["companions"] if c["role"] == "compare"), None)
         shown = (tuple(snapshot["settings"].items()), compare)
         if shown != self.shown_settings:
             self.shown_settings = shown
             self.query_one(SettingsPanel).show(snapshot["settings"], compare)
+
+    def learned_history(self) -> dict[str, list[float]]:
+        """The learned scalars worth a sparkline (Alpha-MAML's alpha and beta, R2-D2's lambda) over the charted steps."""
+        learned = self.records["learned"]
+        names = [n for n in (learned[-1] if learned else {}) if "@" not in n and not n.startswith("lr.")]
+        return {n: [r.get(n, float("nan")) for r in learned] for n in names[:4]}
+
+    def draw_algorithm(self, snapshot: dict) -> None:
+        view = snapshot.get("algorithm_view") or ()
+        self.set_class(bool(view), "has-algorithm-view")
+        self.query_one(InnerCurveChart).border_subtitle = "a: what it learned" if view and not self.has_class("roomy") else ""
+        if view and self.has_class("roomy"):
+            self.query_one(AlgorithmPanel).show(view, self.learned_history())
 
     def draw_charts(self) -> None:
         r = self.records
@@ -247,7 +273,8 @@ class MainScreen(Screen):
 
     def action_cycle_compare(self) -> None:
         current = self.compare_algorithm
-        choices = [None, *[a for a in ALGORITHMS if self.snapshot is None or a != self.snapshot["settings"]["algorithm"]]]
+        names = [a["name"] for a in self.catalog.get("algorithms", ())]
+        choices = [None, *[a for a in names if self.snapshot is None or a != self.snapshot["settings"]["algorithm"]]]
         following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
         self.engine.send("set_companion", role="compare", algorithm=following)
 
@@ -297,6 +324,12 @@ class MainScreen(Screen):
         self.query_one(FitPlot).placeholder("starting engine…")
         self.query_one(StatusBar).update_status(state="starting engine…", message="")
 
+    def action_algorithm_view(self) -> None:
+        if self.snapshot is None:
+            self.set_message("the engine is not ready yet")
+            return
+        self.app.push_screen(AlgorithmScreen(self, self.ascii_mode))
+
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.BINDINGS))
 
@@ -305,7 +338,7 @@ class MainScreen(Screen):
 
     # -- settings -------------------------------------------------------------------------------
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id is None or not event.select.id.startswith("setting-"):
+        if event.select.id is None or not event.select.id.startswith("setting-") or event.value is Select.NULL:
             return
         self.pick_setting(event.select.id.removeprefix("setting-"), str(event.value))
 
@@ -322,7 +355,7 @@ class MainScreen(Screen):
         if current == value:
             return
         changes = {key: value}
-        if key in FRESH_SETTINGS and self.snapshot["step"] > 0:
+        if key in self.snapshot.get("fresh_settings", FRESH_SETTINGS) and self.snapshot["step"] > 0:
             def answered(yes: bool | None) -> None:
                 if yes:
                     self.engine.send("set_settings", changes=changes)
@@ -330,7 +363,7 @@ class MainScreen(Screen):
                     self.shown_settings = None
                     self.query_one(SettingsPanel).show(self.snapshot["settings"], self.compare_algorithm)
 
-            what = "algorithm" if key == "algorithm" else "model"
+            what = {"algorithm": "algorithm", "hidden": "model"}.get(key, f"{key.replace('_', ' ')} of {self.snapshot['settings']['algorithm']}")
             self.app.push_screen(ConfirmDialog(f"Changing the {what} to {value} starts a new model and throws away "
                                                f"{self.snapshot['step']:,} outer steps of training. Go ahead?"), answered)
             return

@@ -1,5 +1,10 @@
 """The settings panel: compact selects for task, algorithm, model, shots, inner loop, meta-batch, seed
-and the algorithm to compare with. It only shows values and reports picks; the screen decides."""
+and the algorithm to compare with. It only shows values and reports picks; the screen decides.
+
+Which task families and algorithms exist is the engine's to say (its registry): the panel starts
+with nothing to pick there and fills those selects from the catalog the engine announces when it
+is ready (:meth:`SettingsPanel.set_catalog`), so no list of names is kept on this side.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,17 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Select
 
-# kept in step with engine.config (a test checks); the UI must not import the engine (torch)
-TASKS = ("sinusoid", "linear", "quadratic", "sine_line", "harmonic", "tanh", "abs")
-ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "metasgd", "pretrain", "scratch")
+CATALOG_KEYS = ("task", "algorithm", "compare")  # filled from the engine's catalog
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": TASKS,
-    "algorithm": ALGORITHMS,
+    "task": (),
+    "algorithm": (),
     "hidden": ("40,40", "80,80", "40,40,40", "20,20", "40"),
     "shots": ("1", "2", "3", "5", "10", "20", "40"),
     "inner_lr": ("0.001", "0.003", "0.01", "0.03", "0.1", "0.3", "1", "3", "10"),
     "inner_steps": ("0", "1", "2", "3", "5", "10"),
     "meta_batch_size": ("1", "4", "10", "25", "50", "100"),
     "seed": tuple(str(n) for n in range(10)),
-    "compare": ("off", *ALGORITHMS),
+    "compare": ("off",),
 }
 LABELS = {"task": "task", "algorithm": "algorithm", "hidden": "model", "shots": "shots", "inner_lr": "inner lr",
           "inner_steps": "inner steps", "meta_batch_size": "meta-batch", "seed": "seed", "compare": "compare"}
@@ -32,27 +35,51 @@ def as_text(value) -> str:
     return str(value)
 
 
+def choices_from(catalog: dict) -> dict[str, tuple[str, ...]]:
+    """The panel's choices once the engine has said which task families and algorithms exist."""
+    algorithms = tuple(a["name"] for a in catalog.get("algorithms", ()))
+    return {**CHOICES, "task": tuple(t["name"] for t in catalog.get("tasks", ())), "algorithm": algorithms,
+            "compare": ("off", *algorithms)}
+
+
 class SettingsPanel(Vertical):
     """One row per setting; picks come out as ``Select.Changed`` with ids ``setting-<name>``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = dict(CHOICES)
 
     def compose(self) -> ComposeResult:
         for key, options in CHOICES.items():
             with Horizontal(classes="setting"):
                 yield Label(LABELS[key])
-                yield Select([(o, o) for o in options], value=options[0] if key != "compare" else "off",
-                             allow_blank=False, compact=True, type_to_search=False, id=f"setting-{key}")
+                waiting = key in CATALOG_KEYS and key != "compare"
+                yield Select([(o, o) for o in options], value=Select.NULL if waiting else options[0],
+                             allow_blank=waiting, prompt="…", compact=True, type_to_search=False, id=f"setting-{key}")
+
+    def set_catalog(self, catalog: dict) -> None:
+        """Offer the task families and algorithms the engine has."""
+        self.choices = choices_from(catalog)
+        for key in CATALOG_KEYS:
+            select = self.query_one(f"#setting-{key}", Select)
+            with select.prevent(Select.Changed):
+                current = select.value
+                select._allow_blank = False  # blank only while waiting for the catalog; Select has no public setter
+                select.set_options([(o, o) for o in self.choices[key]])
+                if current in self.choices[key]:
+                    select.value = current
 
     def show(self, settings: dict, compare: str | None) -> None:
         """Show the engine's values without reporting them back as picks."""
         values = {**{k: as_text(v) for k, v in settings.items()}, "compare": compare or "off"}
         for key, value in values.items():
-            if key not in CHOICES:
+            if key not in self.choices:
                 continue
             select = self.query_one(f"#setting-{key}", Select)
             if select.value == value:
                 continue
             with select.prevent(Select.Changed):
-                options = CHOICES[key] if value in CHOICES[key] else (*CHOICES[key], value)
-                if value not in CHOICES[key]:
+                options = self.choices[key] if value in self.choices[key] else (*self.choices[key], value)
+                if value not in self.choices[key]:
                     select.set_options([(o, o) for o in options])
                 select.value = value
