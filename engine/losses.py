@@ -32,7 +32,8 @@ class Loss:
         return {}
 
     def divergence_bound(self, target: Tensor) -> Tensor:
-        """Per task: a loss above this means the adaptation blew up (see ``describe_bound``)."""
+        """Per task, from a batch of tasks' targets: a loss above this means the adaptation blew up
+        (see ``describe_bound``)."""
         raise NotImplementedError
 
     describe_bound = ""
@@ -47,14 +48,16 @@ class MeanSquaredError(Loss):
     name = "mse"
     label = "MSE"
     BOUND = 100.0
-    describe_bound = "its query MSE is not finite or above 100 times the mean square of its query targets"
+    describe_bound = "its query MSE is not finite or above 100 times the mean square of all test tasks' query targets"
 
     def per_task(self, prediction: Tensor, target: Tensor) -> Tensor:
         return (prediction - target).square().mean(dim=(-2, -1))
 
     def divergence_bound(self, target: Tensor) -> Tensor:
-        # an error ten times the signal's own size: no fit gets there, every blow-up does
-        return self.BOUND * target.square().mean(dim=(-2, -1)).clamp_min(1e-12)
+        # an error ten times the signal's typical size: no fit gets there, every blow-up does. Over
+        # all tasks, not per task: a task of tiny amplitude is not diverged by an ordinary error.
+        scale = self.BOUND * target.square().mean().clamp_min(1e-12)
+        return scale.expand(target.shape[:-2])
 
 
 class CrossEntropy(Loss):

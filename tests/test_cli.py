@@ -185,3 +185,40 @@ def test_resume_with_a_new_target_keeps_it(tmp_path):
     assert invoke("train", "--resume", run, "--steps", 20, "--quiet").exit_code == 0
     result = invoke("train", "--resume", run)  # no --steps: the run's own (now 20) target
     assert result.exit_code == 0 and "step 20 of 20" in result.output
+
+
+def test_algorithm_defaults_options_and_the_registry_listing(tmp_path):
+    run = tmp_path / "cavia"
+    result = invoke("train", "--algo", "cavia", "--steps", 5, "--out", run, "--option", "context_size=3", *SMALL)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())["config"]["algo"]
+    assert config == {"name": "cavia", "inner_lr": 1.0, "inner_steps": 1, "options": {"context_size": 3}}
+    result = invoke("train", "--algo", "cavia", "--steps", 5, "--out", tmp_path / "bad", "--option", "context_size=zero", *SMALL)
+    assert result.exit_code == 1 and "context_size of cavia must be an integer, got 'zero'" in result.output
+    result = invoke("train", "--steps", 5, "--out", tmp_path / "bad2", "--option", "nothing=1", *SMALL)
+    assert result.exit_code == 1 and "maml has no options" in result.output.lower()
+    listing = CliRunner().invoke(app, ["algorithms"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0
+    for name in ("maml", "mamlpp", "cavia", "alphamaml", "r2d2", "Antoniou", "context_size=5", "sinusoid"):
+        assert name in listing.output
+    info = CliRunner().invoke(app, ["info", "--algo", "metasgd"], env={"COLUMNS": "200"})
+    assert info.exit_code == 0 and "closed_form │ runs" in info.output and "per-entry rates" in info.output
+
+
+def test_eval_reports_median_and_divergence_and_stays_strict_json(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "--steps", 10, "--out", run, *SMALL).exit_code == 0
+    result = CliRunner().invoke(app, ["eval", str(run), "--tasks", "20", "--steps", "3", "--inner-lr", "5"],
+                                env={"COLUMNS": "160"})
+    assert result.exit_code == 0 and "median" in result.output and "counts as diverged" in result.output
+    result = invoke("eval", run, "--tasks", 20, "--steps", 3, "--inner-lr", 5, "--json")
+    document = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))
+    assert document["runs"][0]["diverged"][-1] > 0 and "NaN" not in result.stdout
+
+
+def test_help_lists_the_registry_without_importing_torch():
+    code = "import sys, maml_tui.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "mamlpp" in result.output and "harmonic" in result.output

@@ -48,3 +48,34 @@ def test_bad_arguments_are_refused():
         evaluate(algorithm, params, shots=0)
     with pytest.raises(ValueError):
         evaluate(algorithm, params, inner_lr=-1.0)
+
+
+def test_a_diverged_task_is_counted_and_left_out_of_mean_ci_and_median():
+    from engine.evaluate import summarise
+
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, float("inf"), 3.0, 5000.0], [float("nan")] * 4], dtype=torch.float64)
+    bound = torch.full((4,), 100.0, dtype=torch.float64)
+    clean, blown, lost = summarise(losses, bound)
+    assert clean.diverged == 0 and clean.mean == pytest.approx(2.5) and clean.median == pytest.approx(2.0)  # torch: lower median
+    assert clean.ci95 == pytest.approx(1.96 * float(torch.tensor([1.0, 2, 3, 4]).std()) / 2)
+    assert blown.diverged == 2 and blown.mean == pytest.approx(2.0) and blown.ci95 == pytest.approx(1.96 * math.sqrt(2) / math.sqrt(2))
+    assert lost.diverged == 4 and lost.mean is lost.ci95 is lost.median is None
+
+
+def test_a_blowing_up_evaluation_stays_finite_and_strict_json():
+    import json
+
+    model = engine.MLP(hidden=(16, 16))
+    algorithm = engine.make_algorithm("maml", model, inner_lr=0.02)
+    params = model.init(torch.Generator().manual_seed(0))
+    result = evaluate(algorithm, params, "sinusoid", shots=5, steps=4, tasks=40, query=10, inner_lr=3.0)
+    assert result.diverged[0] == 0 and result.diverged[-1] > 0  # a rate of 3 blows every task up
+    assert all(v is None or math.isfinite(v) for v in result.mean + result.ci95 + result.median)
+    json.dumps(result.to_dict(), allow_nan=False)  # raises on NaN or Infinity
+    assert "100 times" in result.diverged_rule
+
+
+def test_the_divergence_bound_is_a_hundred_times_the_targets_mean_square():
+    targets = torch.tensor([[[1.0], [3.0]], [[0.1], [0.1]]])  # two tasks, one of tiny amplitude
+    bound = engine.MeanSquaredError().divergence_bound(targets)
+    assert bound.shape == (2,) and torch.allclose(bound, torch.full((2,), 100 * (1 + 9 + 0.01 + 0.01) / 4))

@@ -15,6 +15,7 @@ hook                       question (the MAML answer)
 ``step_weights``           the outer loss as weights on the query loss after each step (last only)
 ``second_order``           differentiate through the inner gradients at this point of training (yes)
 ``outer_lr`` / ``outer_update`` the outer optimizer's rate and step (Adam at the config's rate)
+``outer_lr_scales``        meta-parameters that move at a fraction of that rate (none)
 ``learned_values``         named numbers to log (none; Meta-SGD its rates, Alpha-MAML alpha and beta)
 ``inspect``                what the explorer shows of the algorithm's own state (nothing)
 ========================== ========================================================================
@@ -122,7 +123,8 @@ class Algorithm:
             try:
                 parsed[key] = _coerce(value, kind)
             except (TypeError, ValueError):
-                raise ValueError(f"option {key} of {cls.name} must be a {kind.__name__}, got {value!r}") from None
+                what = {int: "an integer", float: "a finite number", bool: "true or false"}.get(kind, kind.__name__)
+                raise ValueError(f"option {key} of {cls.name} must be {what}, got {value!r}") from None
         instance = cls.Options(**parsed)
         check = getattr(instance, "check", None)
         if check is not None:
@@ -166,6 +168,10 @@ class Algorithm:
 
     def outer_lr(self, base: float, progress: float) -> float:
         return base
+
+    def outer_lr_scales(self) -> dict[str, float]:
+        """Meta-parameters whose outer rate is a fraction of the others' (name -> fraction; 1 by default)."""
+        return {}
 
     def outer_update(self, learner, grads: Params, progress: float) -> None:
         """Apply the meta-gradient (the learner's Adam at ``outer_lr``)."""
