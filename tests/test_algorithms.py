@@ -84,7 +84,7 @@ def test_mamlpp_trains_with_cosine_outer_rate_and_logs_its_rates():
     assert rates[0] == pytest.approx(1e-3) and rates == sorted(rates, reverse=True) and rates[-1] < 1e-4
     assert set(metrics.learned) == {f"lslr.{n}@{s}" for n in learner.model.names for s in (1, 2)}
     section = learner.algorithm.inspect(learner.params)[0]
-    assert section.columns == ("step 1", "step 2") and len(section.rows) == 6
+    assert section.columns == ("1", "2") and len(section.rows) == 6
 
 
 # -- CAVIA ----------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_cavia_adapts_only_the_context_which_starts_at_zero_for_every_task():
         assert torch.equal(history.params[3][name][0], params[name])
     assert float(history.support_loss[3].mean()) < float(history.support_loss[0].mean())
     section = algorithm.inspect(params, history)[0]
-    assert len(section.rows) == 5 and section.columns[0] == "step 0"
+    assert len(section.rows) == 5 and section.columns[0] == "0"
     for numeric, analytic, _ in directional_derivatives(algorithm, params, batch):
         assert abs(analytic - numeric) < 1e-7 * max(1.0, abs(numeric))
 

@@ -266,7 +266,7 @@ async def test_every_new_algorithm_can_be_picked_stepped_and_shows_what_it_learn
     async with app.run_test(size=(140, 44)) as pilot:
         main = await ready(pilot)
         await until(pilot, lambda: main.ready, what="the engine's catalog")
-        for algorithm, title in (("mamlpp", "LSLR"), ("cavia", "context after each inner step"),
+        for algorithm, title in (("mamlpp", "LSLR"), ("cavia", "context of this task"),
                                  ("alphamaml", "hypergradient"), ("r2d2", "ridge head")):
             main.pick_setting("algorithm", algorithm)
             await pilot.pause()

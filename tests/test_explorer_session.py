@@ -136,8 +136,8 @@ def test_every_algorithm_and_task_family_can_be_explored():
         snapshot = session.snapshot()
         assert math.isfinite(snapshot.query_loss[-1]), algorithm
         views[algorithm] = [section["title"] for section in snapshot.algorithm_view]
-    assert "learned inner rate per layer and step (LSLR)" in views["mamlpp"]
-    assert "context after each inner step (this task)" in views["cavia"]
+    assert "learned inner rate (LSLR): per parameter, at inner step 1..S" in views["mamlpp"]
+    assert "context of this task after inner step 0..S" in views["cavia"]
     assert "rates adapted by hypergradient descent" in views["alphamaml"]
     assert views["r2d2"] == ["learned ridge head"] and views["maml"] == []
     for task in TASK_NAMES:

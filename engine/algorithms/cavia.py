@@ -57,4 +57,4 @@ class CAVIA(Algorithm):
         shown = list(range(len(history.params)))[-6:]  # the newest steps fit the panel
         values = [history.params[s][ContextModel.CONTEXT][0].detach().cpu() for s in shown]
         rows = tuple((f"context {i + 1}", tuple(float(v[i]) for v in values)) for i in range(self.options.context_size))
-        return [Section("context after each inner step (this task)", tuple(f"step {s}" for s in shown), rows)]
+        return [Section("context of this task after inner step 0..S", tuple(str(s) for s in shown), rows)]

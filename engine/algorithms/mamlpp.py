@@ -113,4 +113,4 @@ class MAMLPlusPlus(Algorithm):
             return []
         steps = params[f"lslr.{self.adapt_names()[0]}"].shape[0]
         rows = tuple((n, tuple(float(v) for v in params[f"lslr.{n}"].detach().cpu())) for n in self.adapt_names())
-        return [Section("learned inner rate per layer and step (LSLR)", tuple(f"step {s + 1}" for s in range(steps)), rows)]
+        return [Section("learned inner rate (LSLR): per parameter, at inner step 1..S", tuple(str(s + 1) for s in range(steps)), rows)]

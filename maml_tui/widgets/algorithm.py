@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from typing import Sequence
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -40,11 +40,18 @@ def sparkline(values: Sequence[float], width: int, ascii_mode: bool = False) -> 
 
 
 def number(value: float) -> str:
+    """At most six characters: 0.0123, 1.23, 123, 9.9e-4, -2e+5."""
     if not math.isfinite(value):
         return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.2e}"
+    if value == 0 or 1e-3 <= abs(value) < 1e3:
+        return f"{value:.3g}" if abs(value) >= 1e-2 or value == 0 else f"{value:.2g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def label(name: str) -> str:
+    """A parameter name short enough for a narrow panel: layer0.weight -> L0 w."""
+    return re.sub(r"layer(\d+)\.(weight|bias)", lambda m: f"L{m.group(1)} {m.group(2)[0]}", name)
 
 
 def render_view(view: Sequence[dict], history: dict[str, list[float]] | None = None, width: int = 40,
@@ -52,13 +59,14 @@ def render_view(view: Sequence[dict], history: dict[str, list[float]] | None = N
     """The tables of an algorithm view and, for each of ``history``'s series, its sparkline."""
     parts: list[RenderableType] = []
     for section in view:
-        table = Table(title=section["title"], title_justify="left", box=box.SIMPLE_HEAD if not ascii_mode else box.ASCII,
-                      pad_edge=False, padding=(0, 1), expand=False, title_style="bold")
+        # no rules and one space between columns: five steps of six-character numbers fit 40 cells
+        table = Table(title=section["title"], title_justify="left", box=None, pad_edge=False, padding=(0, 0, 0, 1),
+                      expand=False, title_style="bold", header_style="bold underline")
         table.add_column("", style="bold", no_wrap=True)
         for column in section["columns"]:
             table.add_column(column, justify="right", no_wrap=True)
-        for label, values in section["rows"]:
-            table.add_row(label, *(number(v) for v in values))
+        for name, values in section["rows"]:
+            table.add_row(label(name), *(number(v) for v in values))
         parts.append(table)
     for name, values in (history or {}).items():
         if len(values) < 2:
