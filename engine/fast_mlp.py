@@ -33,8 +33,8 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid")  # derivative expressible from the act
 
 def refuses(model: Model, loss: Loss, loop: InnerLoop) -> str | None:
     """Why the hand-derived MLP kernels cannot run ``loop`` (None when they can)."""
-    if model.kind != "mlp":
-        return f"they are written for a plain MLP, not {model!r}"
+    if type(model) is not MLP:  # a subclass may change what forward computes (per-step state, say)
+        return f"they are written for the plain MLP, not {type(model).__name__}"
     if model.activation not in ACTIVATIONS:
         return f"the {model.activation} activation has no hand-derived backward (relu, tanh and sigmoid do)"
     if loss.name != "mse":

@@ -8,8 +8,8 @@ Every parameter may be shared (its own shape, the meta-parameters theta) or per 
 ``forward`` takes the inner step it is called at (``step``) so a model with per-step state
 (MAML++'s per-step batch norm) can use it; models without such state ignore it.
 
-Nothing outside this module assumes an MLP: the fast MLP kernels in ``engine.fast_mlp`` check
-:attr:`Model.kind` before they run. :func:`make_model` builds a model from its config through
+Nothing outside this module assumes an MLP: the fast MLP kernels in ``engine.fast_mlp`` run only
+on the plain :class:`MLP` itself (not a subclass, which may compute something else). :func:`make_model` builds a model from its config through
 the registry.
 """
 
@@ -36,7 +36,7 @@ INITS = ("torch", "finn")
 class Model:
     """The protocol every model follows (and the helpers they share)."""
 
-    kind = "model"  # what the fast paths check, e.g. "mlp"
+    kind = "model"  # a short name for reports, e.g. "mlp"
     names: list[str] = []  # every parameter, in a fixed order
     head_names: list[str] = []  # the output layer's parameters
     in_features = 1

@@ -211,3 +211,30 @@ def test_r2d2_adapts_in_one_step_from_the_offset():
     assert float(history.support_loss[1].mean()) < float(history.support_loss[0].mean())
     for s in (2, 3, 4):  # more steps change nothing
         torch.testing.assert_close(history.query_loss[s], history.query_loss[1])
+
+
+def test_mamlpp_asks_a_model_with_per_step_state_for_it_and_the_core_passes_the_step():
+    """The per-step batch-norm hook: MAML++ asks for ``with_per_step_norm(steps)`` and every forward
+    learns the inner step it is at (support at step s, query after step s + 1)."""
+    seen = []
+
+    class PerStep(engine.MLP):
+        steps = None
+
+        def with_per_step_norm(self, steps):
+            model = PerStep(self.hidden, self.activation, self.in_features, self.out_features)
+            model.steps = steps
+            return model
+
+        def forward(self, params, x, step=None):
+            seen.append(step)
+            return super().forward(params, x, step)
+
+    _, params, batch = make_problem(hidden=(4,))
+    algorithm = engine.make_algorithm("mamlpp", PerStep(hidden=(4,)), inner_steps=3)
+    assert algorithm.model.steps == 3
+    assert algorithm.backend_choice(shots=5) == "torch.func"  # not a plain MLP: no fast path
+    meta = {**{n: v.double() for n, v in algorithm.init(torch.Generator().manual_seed(0), "cpu").items()}, **params}
+    seen.clear()
+    algorithm.meta_gradient(meta, batch, progress=0.5)
+    assert sorted(set(s for s in seen if s is not None)) == [0, 1, 2, 3]
