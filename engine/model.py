@@ -144,25 +144,27 @@ class MLP(Model):
             return torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight).view(*h.shape[:-1], weight.shape[-1])
         return h @ weight + bias.unsqueeze(-2)
 
-    def forward_recording(self, params: Params, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """The output and every layer's input (the hand-derived backward in ``fast_mlp`` needs them)."""
-        inputs, h = [], x
-        for i in range(self.num_layers):
-            inputs.append(h)
+    def _run(self, params: Params, x: Tensor, inputs: list[Tensor] | None, head: bool) -> Tensor:
+        """The one forward loop; ``inputs`` collects every layer's input, ``head=False`` stops before the head."""
+        h, last = x, self.num_layers - 1
+        for i in range(self.num_layers if head else last):
+            if inputs is not None:
+                inputs.append(h)
             h = self.layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"])
-            if i < self.num_layers - 1:
+            if i < last:
                 h = self.act(h)
-        return h, inputs
-
-    def features(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
-        h = x
-        for i in range(self.num_layers - 1):
-            h = self.act(self.layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"]))
         return h
 
+    def forward_recording(self, params: Params, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The output and every layer's input (the hand-derived backward in ``fast_mlp`` needs them)."""
+        inputs: list[Tensor] = []
+        return self._run(params, x, inputs, head=True), inputs
+
+    def features(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        return self._run(params, x, None, head=False)
+
     def forward(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
-        last = self.num_layers - 1
-        return self.layer(self.features(params, x), params[f"layer{last}.weight"], params[f"layer{last}.bias"])
+        return self._run(params, x, None, head=True)
 
 
 class ContextModel(Model):
