@@ -4,7 +4,7 @@ A run directory holds::
 
     config.json       {"format": "maml-tui-run", "version": 1, "config": RunConfig.to_dict(), ...}
     metrics.jsonl     one JSON object per logged outer step (pandas.read_json(lines=True))
-    checkpoint.pt     {"format", "version", "step", "params", "optimizer", "rng", "config"}
+    checkpoint.pt     {"format", "version", "step", "params", "optimizer", "rng", "buffers", "config"}
 
 Every write goes to a temporary file in the same directory and is renamed over the old one, so
 a crash or Ctrl-C mid-save never leaves a half-written file. Checkpoints hold only tensors and
@@ -59,6 +59,7 @@ def save_checkpoint(path: str | Path, state: dict, config: RunConfig) -> None:
         "params": {n: v.detach().cpu() for n, v in state["params"].items()},
         "optimizer": _to_cpu(state.get("optimizer", {})),
         "rng": _to_cpu(state.get("rng", {})),
+        "buffers": _to_cpu(state.get("buffers", {})),  # algorithm state that is not a parameter (Alpha-MAML's beta)
         "config": json.dumps(config.to_dict()),
     }
     _atomic_write(Path(path), lambda file: torch.save(payload, file))
