@@ -41,7 +41,7 @@ class Backend:
         return True
 
     def meta_loss(self, model: Model, loss: Loss, params: Params, batch, loop: InnerLoop, record: bool = False):
-        """``(outer loss, query loss after the last step, InnerResult)``."""
+        """``(outer loss, query loss after the last step, InnerResult or None)``; nothing detached."""
         return dense_meta_loss(type(self).gradients, model, loss, params, batch, loop, record)
 
     def __repr__(self) -> str:

@@ -12,9 +12,10 @@ Three fast paths live here, each behind :func:`refuses`, which says why it canno
   support points, delta: the loss derivative at its output). After s steps
   ``W' = W - sum_s lw_s a_s^T d_s`` and ``b' = b - sum_s lb_s 1^T d_s``, so a layer applied to h is
   ``h W + b - sum_s (lw_s h a_s^T + lb_s) d_s``: nothing of size (tasks, in, out) is formed.
-* :func:`fused_meta_loss`: one inner step of every layer of a relu MLP at one fixed rate, with the
-  outer backward written out by hand too. That removes the autograd engine's per-node cost, most
-  of the time at this size (0.3 ms of a 0.9 ms meta-step was autograd bookkeeping alone).
+* :func:`fused_meta_loss`: one inner step of every layer of a relu MLP at one fixed rate (the
+  low-rank form with one step), with forward and outer backward written out inline by hand. That
+  removes the autograd engine's per-node cost, most of the time at this size (0.3 ms of a 0.9 ms
+  meta-step was autograd bookkeeping alone), and every Python call on the way.
 
 The tests check every path against the plain per-task loop and finite differences in float64.
 """
@@ -122,14 +123,12 @@ class _Correction:
         self.a = a if self.a is None else torch.cat([self.a, a], 1)
         self.d = d if self.d is None else torch.cat([self.d, d], 1)
 
-    def forward(self, h: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``z`` corrected for inputs ``h`` (tasks, points, in), and the kernel it used."""
+    def forward(self, h: Tensor, z: Tensor) -> Tensor:
+        """``z`` corrected for inputs ``h`` (tasks, points, in)."""
         kernel = torch.bmm(h, self.a.transpose(1, 2))  # (tasks, points, R)
         if self.uniform is not None:
-            kernel = kernel.add_(1.0)
-            return torch.baddbmm(z, kernel, self.d, alpha=-self.uniform), kernel
-        kernel = kernel * self.cw + self.cb
-        return torch.baddbmm(z, kernel, self.d, alpha=-1.0), kernel
+            return torch.baddbmm(z, kernel.add_(1.0), self.d, alpha=-self.uniform)
+        return torch.baddbmm(z, kernel * self.cw + self.cb, self.d, alpha=-1.0)
 
     def backward(self, delta: Tensor, back: Tensor) -> Tensor:
         """``back`` (d loss / d input through the shared weight) corrected for the adapted weight."""
@@ -144,17 +143,14 @@ def _shared_layer(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.addmm(bias, h.reshape(tasks * points, width), weight).view(tasks, points, -1)
 
 
-def lowrank_forward(model: MLP, params: Params, corrections: dict[int, _Correction], x: Tensor,
-                    kernels: list | None = None) -> tuple[Tensor, list[Tensor]]:
+def lowrank_forward(model: MLP, params: Params, corrections: dict[int, _Correction], x: Tensor) -> tuple[Tensor, list[Tensor]]:
     """The adapted network's output on x (tasks, points, in) and every layer's input."""
     inputs, h, last = [], x, model.num_layers - 1
     for i in range(model.num_layers):
         inputs.append(h)
         z = _shared_layer(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"])
         if i in corrections:
-            z, kernel = corrections[i].forward(h, z)
-            if kernels is not None:
-                kernels.append(kernel)
+            z = corrections[i].forward(h, z)
         h = model.act(z) if i < last else z
     return h, inputs
 
@@ -212,7 +208,7 @@ def lowrank_meta_loss(model: MLP, loss: Loss, params: Params, batch, loop: Inner
             final = loss.per_task(query, batch.y_query).mean()
             if weights[s]:
                 objective = weights[s] * final if objective is None else objective + weights[s] * final
-    return objective, final.detach(), result
+    return objective, final, result
 
 
 # -- one step, relu, a hand-written outer backward ------------------------------------------------
@@ -233,36 +229,47 @@ def fused_refuses(model: Model, loss: Loss, loop: InnerLoop) -> str | None:
     return None
 
 
-def _support_deltas(model: MLP, params: Params, output: Tensor, inputs: list[Tensor], y: Tensor) -> list[Tensor]:
-    """d (support MSE) / d z_i for every layer i, by the hand-derived backward."""
-    delta = (output - y) * (2.0 / (output.shape[1] * output.shape[-1]))
-    deltas = [delta]
-    for i in range(model.num_layers - 1, 0, -1):
-        tasks, shots, width = delta.shape
-        back = (delta.reshape(tasks * shots, width) @ params[f"layer{i}.weight"].t()).view(tasks, shots, -1)
-        delta = torch.ops.aten.threshold_backward(back, inputs[i], 0)
-        deltas.append(delta)
-    return deltas[::-1]
-
-
 class _OneStepReluMetaLoss(torch.autograd.Function):
-    """Mean query MSE after one inner SGD step, for a relu MLP; params = (W0, b0, W1, b1, ...)."""
+    """Mean query MSE after one inner SGD step, for a relu MLP; params = (W0, b0, W1, b1, ...).
+
+    Forward and backward are written out inline, loops and all: at this size a meta-step is a few
+    dozen microsecond kernels, and every Python call on the way costs as much as one of them.
+    """
 
     @staticmethod
-    def forward(ctx, model, lr: float, first_order: bool, x_support, y_support, x_query, y_query, *params):
-        named = dict(zip(model.names, params))
+    def forward(ctx, lr: float, first_order: bool, x_support, y_support, x_query, y_query, *params):
+        weights, biases = params[0::2], params[1::2]
+        layers = len(weights)
         x_support, x_query = x_support.contiguous(), x_query.contiguous()  # reshaped several times below
-        output, support_inputs = model.forward_recording(named, x_support)
-        deltas = _support_deltas(model, named, output, support_inputs, y_support)
-        corrections = {}
-        for i, (a, d) in enumerate(zip(support_inputs, deltas)):
-            corrections[i] = _Correction()
-            corrections[i].extend(a, d, lr, lr)
-        kernels: list[Tensor] = []
-        prediction, query_inputs = lowrank_forward(model, named, corrections, x_query, kernels)
-        residual = prediction - y_query
+        tasks, shots, _ = x_support.shape
+        points = x_query.shape[1]
+        # support pass at theta, then its hand-written backward: delta[i] is dL/dz_i per task
+        support_inputs, h = [x_support], x_support
+        for i in range(layers):
+            z = torch.addmm(biases[i], h.reshape(tasks * shots, -1), weights[i]).view(tasks, shots, -1)
+            if i < layers - 1:
+                h = torch.relu(z)
+                support_inputs.append(h)
+        deltas = [None] * layers
+        delta = (z - y_support) * (2.0 / (shots * z.shape[-1]))
+        deltas[-1] = delta
+        for i in range(layers - 1, 0, -1):
+            back = (delta.reshape(tasks * shots, -1) @ weights[i].t()).view(tasks, shots, -1)
+            delta = torch.ops.aten.threshold_backward(back, support_inputs[i], 0)
+            deltas[i - 1] = delta
+        # query pass through the adapted weights W - lr A^T D, b - lr 1^T D (the low-rank form)
+        query_inputs, kernels, h = [x_query], [], x_query
+        for i in range(layers):
+            kernel = torch.bmm(h, support_inputs[i].transpose(1, 2)).add_(1.0)  # (tasks, points, shots)
+            z = torch.addmm(biases[i], h.reshape(tasks * points, -1), weights[i]).view(tasks, points, -1)
+            z = torch.baddbmm(z, kernel, deltas[i], alpha=-lr)
+            kernels.append(kernel)
+            if i < layers - 1:
+                h = torch.relu(z)
+                query_inputs.append(h)
+        residual = z - y_query
         ctx.lr, ctx.first_order = lr, first_order
-        ctx.saved = (params[0::2], support_inputs, deltas, query_inputs, kernels, residual)
+        ctx.saved = (weights, support_inputs, deltas, query_inputs, kernels, residual)
         return residual.square().mean()
 
     @staticmethod
@@ -275,7 +282,7 @@ class _OneStepReluMetaLoss(torch.autograd.Function):
         flat = lambda t, rows: t.reshape(rows, -1)  # noqa: E731
         grad_w, grad_b = [None] * layers, [None] * layers
         grad_deltas, grad_support = [None] * layers, [None] * layers
-        none = (None,) * 7
+        none = (None,) * 6  # lr, first_order and the four data tensors
 
         # reverse of the query pass
         g = residual * (grad_loss * 2.0 / residual.numel())  # dL/dz of the output layer
@@ -316,13 +323,11 @@ class _OneStepReluMetaLoss(torch.autograd.Function):
 def fused_meta_loss(model: MLP, loss: Loss, params: Params, batch, loop: InnerLoop,
                     record: bool = False) -> tuple[Tensor, Tensor, InnerResult]:
     """Mean query MSE after one inner step of every layer, with a hand-written outer backward."""
-    rate = float(next(iter(loop.rates[0].values())))
-    ordered = [params[name] for name in model.names]
-    objective = _OneStepReluMetaLoss.apply(model, rate, not loop.second_order, batch.x_support, batch.y_support,
-                                           batch.x_query, batch.y_query, *ordered)
-    result = InnerResult()
-    if record:  # numbers only, from the low-rank path: logging must never change the gradient
-        with torch.no_grad():
-            _, _, result = lowrank_meta_loss(model, loss, {n: v.detach() for n, v in params.items()}, batch,
-                                             loop, record=True)
-    return objective, objective.detach(), result
+    rate = next(iter(loop.rates[0].values()))
+    objective = _OneStepReluMetaLoss.apply(rate, not loop.second_order, batch.x_support, batch.y_support,
+                                           batch.x_query, batch.y_query, *[params[name] for name in model.names])
+    if not record:
+        return objective, objective, None
+    with torch.no_grad():  # numbers only, from the low-rank path: logging must never change the gradient
+        _, _, result = lowrank_meta_loss(model, loss, {n: v.detach() for n, v in params.items()}, batch, loop, record=True)
+    return objective, objective, result

@@ -165,7 +165,7 @@ def dense_meta_loss(gradients: Gradients, model: Model, loss: Loss, params: Para
     if loop.steps == 0:
         objective = final = _query_loss(model, loss, fast, batch.x_query, batch.y_query, 0)
     result.params = fast
-    return objective, final.detach(), result
+    return objective, final, result
 
 
 def dense_adapt(gradients: Gradients, model: Model, loss: Loss, params: Params, x_support: Tensor, y_support: Tensor,

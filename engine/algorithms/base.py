@@ -226,9 +226,9 @@ class Algorithm:
         start = self.inner_start(leaves, batch.num_tasks)
         backend = backends.choose(self.backend, self.model, self.loss, loop, batch.x_support.shape[1])
         objective, final, inner = backend.meta_loss(self.model, self.loss, start, batch, loop, record=metrics)
-        step = MetaStep(objective.detach(), _grad(objective, leaves), backend=backend.name)
+        step = MetaStep(objective.detach(), _grad(objective, leaves), backend.name)
         if metrics:
-            self.fill_metrics(step, start, batch, inner, final)
+            self.fill_metrics(step, start, batch, inner, final.detach())
         return step
 
     def meta_gradient(self, params: Params, batch: TaskBatch, progress: float = 0.0) -> tuple[Tensor, Params]:
