@@ -111,6 +111,8 @@ def test_auto_picks_the_fused_path_only_for_the_default_protocol():
     assert engine.make_algorithm("maml", model, inner_steps=5).backend_choice(shots=10) == "closed_form"
     assert engine.make_algorithm("maml", model, inner_steps=2).backend_choice(shots=5) == "lowrank"
     assert engine.make_algorithm("anil", model).backend_choice(shots=10) == "lowrank"
+    assert engine.make_algorithm("fomaml", model, inner_steps=2).backend_choice(shots=5) == "closed_form"  # first order
+    assert engine.make_algorithm("alphamaml", model).backend_choice(shots=10) == "closed_form"  # a learned rate
     assert engine.make_algorithm("maml", engine.MLP(activation="gelu")).backend_choice(shots=10) == "torch.func"
     assert engine.make_algorithm("cavia", model).backend_choice(shots=10) == "torch.func"
     explained = engine.make_algorithm("metasgd", model).explain_backends(shots=10)
