@@ -22,6 +22,8 @@ The tests check every path against the plain per-task loop and finite difference
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -49,6 +51,7 @@ def _layer_of(name: str) -> int:
     return int(name[5:].split(".")[0])  # "layer3.weight" -> 3
 
 
+
 def _activation_backward(model: MLP, back: Tensor, output: Tensor) -> Tensor:
     """d loss / d (pre-activation) from d loss / d (activation output), given that output."""
     if model.activation == "relu":  # relu's own backward kernel: one op, and (correctly) no second derivative
@@ -58,8 +61,10 @@ def _activation_backward(model: MLP, back: Tensor, output: Tensor) -> Tensor:
     return back * (output * (1 - output))  # sigmoid
 
 
-def _back_through(weight: Tensor, delta: Tensor) -> Tensor:
-    return torch.bmm(delta, weight.transpose(-2, -1)) if weight.dim() == 3 else delta @ weight.t()
+@functools.lru_cache(maxsize=256)
+def _plan(names: tuple[str, ...]) -> tuple[int, frozenset[str]]:
+    """The lowest adapted layer and the set of adapted names (worked out once per set of names)."""
+    return min(_layer_of(n) for n in names), frozenset(names)
 
 
 def mse_gradients(model: MLP, loss: Loss, params: Params, x: Tensor, y: Tensor, loop: InnerLoop, step: int,
@@ -67,23 +72,30 @@ def mse_gradients(model: MLP, loss: Loss, params: Params, x: Tensor, y: Tensor, 
     """Per-task MSE (tasks,) and its gradient w.r.t. the adapted parameters, each (tasks, *shape).
 
     Parameters may be shared or per task; x and y are (tasks, points, dim). Only the layers down to
-    the lowest adapted one are gone through (ANIL's head-only steps stop at the head).
+    the lowest adapted one are gone through (ANIL's head-only steps stop at the head). Written
+    inline: it runs once per inner step, and Python calls cost as much as kernels at this size.
     """
-    names = set(loop.names)
-    layers = {_layer_of(n) for n in names}
+    lowest, names = _plan(loop.names)
+    relu = model.activation == "relu"
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
         output, inputs = model.forward_recording(params, x)
         residual = output - y  # (tasks, points, out)
         support = residual.square().mean(dim=(-2, -1))
         delta = residual * (2.0 / (residual.shape[-2] * residual.shape[-1]))  # d loss / d output
         grads: Params = {}
-        for i in range(model.num_layers - 1, min(layers) - 1, -1):
-            if f"layer{i}.weight" in names:
-                grads[f"layer{i}.weight"] = torch.bmm(inputs[i].transpose(-2, -1), delta)
-            if f"layer{i}.bias" in names:
-                grads[f"layer{i}.bias"] = delta.sum(dim=-2)
-            if i > min(layers):
-                delta = _activation_backward(model, _back_through(params[f"layer{i}.weight"], delta), inputs[i])
+        for i in range(model.num_layers - 1, lowest - 1, -1):
+            weight_name, bias_name = model.names[2 * i], model.names[2 * i + 1]
+            if weight_name in names:
+                grads[weight_name] = torch.bmm(inputs[i].transpose(-2, -1), delta)
+            if bias_name in names:
+                grads[bias_name] = delta.sum(dim=-2)
+            if i > lowest:
+                weight = params[weight_name]
+                back = torch.bmm(delta, weight.transpose(-2, -1)) if weight.dim() == 3 else delta @ weight.t()
+                if relu:  # relu's own backward kernel: one op, and (correctly) no second derivative
+                    delta = torch.ops.aten.threshold_backward(back, inputs[i].detach(), 0)
+                else:
+                    delta = _activation_backward(model, back, inputs[i])
     if not create_graph:
         support, grads = support.detach(), {n: g.detach() for n, g in grads.items()}
     return support, grads
