@@ -231,11 +231,14 @@ def test_anil_adapts_only_the_head():
 
 
 # -- Reptile ----------------------------------------------------------------------------------------
-def test_reptile_matches_its_closed_form_on_a_linear_model():
+@pytest.mark.parametrize("backend", ["closed_form", "torch.func"])  # Reptile adapts on the dense backends
+def test_reptile_matches_its_closed_form_on_a_linear_model(backend):
     """For y = x w + b the support loss is quadratic, so k SGD steps are (I - a H)^k in closed form."""
     model, params, batch = make_problem(hidden=())
     inner_lr, steps = 0.03, 4
-    _, grads = engine.make_algorithm("reptile", model, inner_lr=inner_lr, inner_steps=steps).meta_gradient(params, batch)
+    reptile = engine.make_algorithm("reptile", model, inner_lr=inner_lr, inner_steps=steps, backend=backend)
+    assert reptile.backend_choice(shots=5).startswith(backend)
+    _, grads = reptile.meta_gradient(params, batch)
     theta = torch.cat([params["layer0.weight"].reshape(1), params["layer0.bias"].reshape(1)])  # (2,)
     adapted = []
     for t in range(batch.num_tasks):
@@ -251,9 +254,11 @@ def test_reptile_matches_its_closed_form_on_a_linear_model():
     torch.testing.assert_close(grads["layer0.bias"].reshape(1), expected[1:], rtol=1e-10, atol=1e-12)
 
 
-def test_reptile_with_one_step_is_the_mean_support_gradient():
+@pytest.mark.parametrize("backend", ["closed_form", "torch.func"])
+def test_reptile_with_one_step_is_the_mean_support_gradient(backend):
     model, params, batch = make_problem()
-    _, grads = engine.make_algorithm("reptile", model, inner_lr=0.05, inner_steps=1).meta_gradient(params, batch)
+    reptile = engine.make_algorithm("reptile", model, inner_lr=0.05, inner_steps=1, backend=backend)
+    _, grads = reptile.meta_gradient(params, batch)
     reference_params = leaves(params)
     loss = sum(nnf.mse_loss(model.forward(reference_params, batch.x_support[t]), batch.y_support[t])
                for t in range(batch.num_tasks)) / batch.num_tasks
