@@ -5,6 +5,8 @@ A run directory holds::
     config.json       {"format": "maml-tui-run", "version": 1, "config": RunConfig.to_dict(), ...}
     metrics.jsonl     one JSON object per logged outer step (pandas.read_json(lines=True))
     checkpoint.pt     {"format", "version", "step", "params", "optimizer", "rng", "buffers", "config"}
+    preview.json      what the explorer shows when it opens the run: its first snapshot and the charted
+                      records, so the interface can draw them before the engine (and torch) is up
 
 Every write goes to a temporary file in the same directory and is renamed over the old one, so
 a crash or Ctrl-C mid-save never leaves a half-written file. Checkpoints hold only tensors and
@@ -29,6 +31,7 @@ FORMAT = "maml-tui-checkpoint"
 RUN_FORMAT = "maml-tui-run"
 VERSION = 1
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.jsonl", "checkpoint.pt"
+PREVIEW_FILE = "preview.json"  # what the explorer shows when it opens the run (plain JSON, see engine.explorer)
 
 
 class RunError(ValueError):
@@ -114,6 +117,15 @@ class RunDirectory:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_FILE
+
+    @property
+    def preview_path(self) -> Path:
+        return self.path / PREVIEW_FILE
+
+    def write_preview(self, document: dict) -> None:
+        """Replace the explorer's preview of this run, atomically (strict JSON)."""
+        text = json.dumps(document, allow_nan=False)
+        _atomic_write(self.preview_path, lambda f: f.write(text.encode()))
 
     def create(self, config: RunConfig) -> None:
         self.check_creatable()

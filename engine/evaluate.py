@@ -107,12 +107,13 @@ def evaluate(
         losses.append(torch.stack(history.query_loss))
         for name in (history.query_metrics[0] if history.query_metrics else {}):
             metrics.setdefault(name, []).append(torch.stack([m[name] for m in history.query_metrics]))
-    per_step = torch.cat(losses, dim=1).double().cpu()
-    bound = family.loss.divergence_bound(batch.y_query.double()).cpu()
+    per_step = torch.cat(losses, dim=1).cpu().double()  # on the CPU first: MPS has no float64
+    bound = family.loss.divergence_bound(batch.y_query.cpu().double() if batch.y_query.is_floating_point()
+                                         else batch.y_query.cpu())
     stats = summarise(per_step, bound)
     metric_means = {}
     for name, parts in metrics.items():
-        table = torch.cat(parts, dim=1).double().cpu()
+        table = torch.cat(parts, dim=1).cpu().double()
         metric_means[name] = [float(row[torch.isfinite(row)].mean()) if torch.isfinite(row).any() else None for row in table]
     return EvalResult(
         algorithm=algorithm.name, shots=shots, tasks=tasks, query=query,

@@ -275,6 +275,8 @@ class ExplorerSession:
             return
         self._restore_point = None
         fresh = self.needs_fresh_model(changes)
+        previous = self.settings
+        changed = {key for key, value in changes.items() if key in previous and str(value) != str(previous[key])}
         reseed = config.train.seed != self.config.train.seed
         redraw = reseed or config.task != self.config.task or config.train.shots != self.config.train.shots
         if fresh:
@@ -283,7 +285,8 @@ class ExplorerSession:
             self.source = "new model"
         else:
             self.learner = _rebuild(self.learner, config, reseed)
-        self.companions = {role: _rebuild(c, companion_config(config, c.config.algo.name), reseed, fresh)
+        self.companions = {role: _rebuild(c, companion_config(config, c.config.algo.name), reseed,
+                                          fresh or bool(changed & set(c.algorithm.fresh_settings)))
                            for role, c in self.companions.items()}
         if reseed:
             self._reseed_tasks()
@@ -335,7 +338,13 @@ class ExplorerSession:
             run.truncate_metrics(-1)
             run.append_records(as_dicts(self.records))
         self.source = str(run.path)
+        write_preview(run.path, self.learner.device)
         return run.path
+
+    def preview(self) -> dict[str, Any]:
+        """The events the explorer starts with, as plain JSON: the first snapshot and the records."""
+        return {"format": PREVIEW_FORMAT, "version": 1, "catalog": catalog(),
+                "snapshot": _json_safe(self.snapshot().to_dict()), "records": [_json_safe(asdict(r)) for r in self.records]}
 
     def load(self, path: str | Path, role: str = "main") -> None:
         """Open a run directory (or checkpoint file) as the main learner or as a companion."""
@@ -399,6 +408,42 @@ class ExplorerSession:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+PREVIEW_FORMAT = "maml-tui-preview"
+
+
+def catalog() -> dict[str, Any]:
+    """What exists, for the explorer's pickers: the registry's task families and algorithms."""
+    from engine.algorithms import ALGORITHMS
+
+    return {
+        "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values()],
+        "algorithms": [{"name": name, "summary": registry.ALGORITHMS[name].summary, "paper": cls.paper,
+                        "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"]}
+                       for name, cls in ALGORITHMS.items()],
+    }
+
+
+def write_preview(path: str | Path, device: str | torch.device = "cpu") -> Path:
+    """Write ``preview.json`` into a run directory: what the explorer will show when it opens the run
+    (a fresh session's first snapshot and the run's records). The interface draws it at once, while
+    the engine process is still importing torch; the engine's own first snapshot then replaces it
+    with the same picture."""
+    run = RunDirectory(path)
+    session = ExplorerSession.open(run.path, device=device)
+    run.write_preview(session.preview())
+    return run.preview_path
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as None, so the preview is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
 def _read_records(path: Path) -> list[OuterRecord]:
     if not Path(path).is_dir():
         return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -59,7 +60,7 @@ class Server:
         try:
             import torch
 
-            from engine.explorer import ExplorerSession
+            from engine.explorer import ExplorerSession, catalog
 
             self.session = ExplorerSession.open(self.run, self.device)
             learner = self.session.learner
@@ -67,6 +68,9 @@ class Server:
                       catalog=catalog())
             self.send_records(reset=True)
             self.send_snapshot()
+            # the first outer step makes the optimizer, which imports torch._dynamo (about two
+            # seconds): do that in the background now, while a person looks at the first picture
+            threading.Thread(target=_warm_up, name="maml-tui-warm-up", daemon=True).start()
         except Exception as error:
             self.send("error", message=f"the engine could not start: {error}", detail=traceback.format_exc(), fatal=True)
             self.send("closed")
@@ -192,17 +196,11 @@ class Server:
         self.last_sent = time.perf_counter()
 
 
-def catalog() -> dict[str, Any]:
-    """What exists, for the explorer's pickers: the registry's task families and algorithms."""
-    from engine import registry
-    from engine.algorithms import ALGORITHMS
-
-    return {
-        "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values()],
-        "algorithms": [{"name": name, "summary": registry.ALGORITHMS[name].summary, "paper": cls.paper,
-                        "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"]}
-                       for name, cls in ALGORITHMS.items()],
-    }
+def _warm_up() -> None:
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # only a head start; the first outer step imports it anyway
+        pass
 
 
 def _sentence(error: Exception) -> str:

@@ -112,16 +112,14 @@ class MetaLearner:
         self.model: Model = self.algorithm.model  # what the inner loop runs (CAVIA's has a context input)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.params: Params = {n: v.requires_grad_() for n, v in self.algorithm.init(self.generator).items()}
-        # fused Adam: one kernel for all tensors (3x faster than the for-loop Adam on this workload)
-        fused = self.device.type in ("cpu", "cuda")
-        scales = self.algorithm.outer_lr_scales()
-        groups: dict[float, list[torch.Tensor]] = {}
-        for name, value in self.params.items():
-            groups.setdefault(float(scales.get(name, 1.0)), []).append(value)
-        self.optimizer = torch.optim.Adam([{"params": values, "lr": config.train.outer_lr * scale, "scale": scale}
-                                           for scale, values in groups.items()], lr=config.train.outer_lr, fused=fused)
+        self._optimizer: torch.optim.Optimizer | None = None  # made on first use (see ``optimizer``)
+        self._optimizer_state: dict | None = None  # a checkpoint's, held until then
         self.buffers: dict[str, torch.Tensor] = {}  # algorithm state that is not a parameter (checkpointed)
         self.step = 0
+        if backend != "auto":  # asked for by name: refuse now, before a run directory is made
+            choice = self.algorithm.backend_choice(config.train.shots)
+            if choice.startswith("refused"):
+                raise ValueError(choice[len("refused ("):-1])
 
     @classmethod
     def from_run(cls, path: str | Path, device: str | torch.device = "auto", threads: int | None = None) -> "MetaLearner":
@@ -137,6 +135,31 @@ class MetaLearner:
     def sample_batch(self) -> TaskBatch:
         train = self.config.train
         return self.family.sample(train.meta_batch_size, train.shots, train.query, self.generator)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The outer Adam, made on first use: creating a torch optimizer imports torch._dynamo,
+        two of the three seconds it takes to open a run, which the explorer need not wait for."""
+        if self._optimizer is None:
+            # fused Adam: one kernel for all tensors (3x faster than the for-loop Adam on this workload)
+            fused = self.device.type in ("cpu", "cuda")
+            scales = self.algorithm.outer_lr_scales()
+            groups: dict[float, list[torch.Tensor]] = {}
+            for name, value in self.params.items():
+                groups.setdefault(float(scales.get(name, 1.0)), []).append(value)
+            rate = self.config.train.outer_lr
+            self._optimizer = torch.optim.Adam([{"params": values, "lr": rate * scale, "scale": scale}
+                                                for scale, values in groups.items()], lr=rate, fused=fused)
+            if self._optimizer_state is not None:
+                self._load_optimizer(self._optimizer_state)
+                self._optimizer_state = None
+        return self._optimizer
+
+    def _load_optimizer(self, state: dict) -> None:
+        scales = [group["scale"] for group in self._optimizer.param_groups]
+        self._optimizer.load_state_dict(state)
+        for group, scale in zip(self._optimizer.param_groups, scales):  # older checkpoints have no scale
+            group.setdefault("scale", scale)
 
     @property
     def progress(self) -> float:
@@ -172,11 +195,12 @@ class MetaLearner:
                 layers.setdefault(name.rsplit(".", 1)[0], []).append(grad.pow(2).sum())
             layer_norms = {layer: torch.stack(parts).sum().sqrt() for layer, parts in layers.items()}
             total = torch.stack(list(layer_norms.values())).pow(2).sum().sqrt()
-            learned = self.algorithm.learned_values(self.params, self)
-            # one device-to-host transfer for everything
+            # one device-to-host transfer for everything (in float32: MPS has no float64)
             scalars = [result.query_loss_after, result.query_loss_before, result.support_loss, total, *layer_norms.values(),
-                       *result.inner_grad_norms, *(torch.as_tensor(v, dtype=torch.float64, device=self.device).detach().mean() for v in learned.values())]
-            values = torch.stack([s.detach().double().reshape(()) for s in scalars]).tolist()
+                       *result.inner_grad_norms]
+            values = torch.stack([s.detach().float().reshape(()) for s in scalars]).tolist()
+            learned = {name: float(value) if not isinstance(value, torch.Tensor) else float(value.detach().cpu().double().mean())
+                       for name, value in self.algorithm.learned_values(self.params, self).items()}
         n_layers, n_inner = len(layer_norms), len(result.inner_grad_norms)
         return OuterMetrics(
             step=self.step,
@@ -186,7 +210,7 @@ class MetaLearner:
             meta_grad_norm=values[3],
             layer_grad_norms=dict(zip(layer_norms, values[4:4 + n_layers])),
             inner_grad_norms=values[4 + n_layers:4 + n_layers + n_inner],
-            learned=dict(zip(learned, values[4 + n_layers + n_inner:])),
+            learned=learned,
             outer_lr=float(self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["scale"]),
             backend=result.backend,
         )
@@ -200,7 +224,9 @@ class MetaLearner:
         return {
             "step": self.step,
             "params": {n: v.detach().clone() for n, v in self.params.items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # fused Adam updates its state in place
+            # fused Adam updates its state in place; an optimizer not made yet has only a checkpoint's
+            "optimizer": copy.deepcopy(self._optimizer.state_dict() if self._optimizer is not None
+                                       else self._optimizer_state or {}),
             "rng": {"tasks": self.generator.get_state(), "device": self.device.type},
             "buffers": {n: v.detach().clone() for n, v in self.buffers.items()},
         }
@@ -216,16 +242,17 @@ class MetaLearner:
                     raise ValueError(f"parameter {name} has shape {tuple(source.shape)} in the checkpoint but {tuple(value.shape)} in this model")
                 value.copy_(source.to(value.device))
         if state.get("optimizer"):
-            scales = [group["scale"] for group in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(state["optimizer"])
-            for group, scale in zip(self.optimizer.param_groups, scales):  # older checkpoints have no scale
-                group.setdefault("scale", scale)
+            if self._optimizer is not None:
+                self._load_optimizer(state["optimizer"])
+            else:
+                self._optimizer_state = state["optimizer"]
         rng = state.get("rng", {})
         if rng.get("device") == self.device.type and "tasks" in rng:
             self.generator.set_state(rng["tasks"].cpu())
         else:  # another device: its generator state does not transfer; reseed deterministically
             self.generator.manual_seed(self.config.train.seed + int(state["step"]))
-        self.buffers = {n: v.to(self.device) for n, v in (state.get("buffers") or {}).items()}
+        # scalars stay on the CPU (reading them needs no device sync, and float64 works on every device)
+        self.buffers = {n: v if v.dim() == 0 else v.to(self.device) for n, v in (state.get("buffers") or {}).items()}
         self.step = int(state["step"])
 
 
@@ -302,9 +329,20 @@ def train(
         save("final" if reason == "finished" else "interrupted")
     finally:
         interrupted.restore()
+    _write_preview(run.path)
     end = TrainEvent("end", learner.step, total, its_per_second=its, message=reason)
     emit(end)
     return end
+
+
+def _write_preview(path: Path) -> None:
+    """What the explorer will show when it opens this run, so it can draw it before torch is up."""
+    from engine.explorer import write_preview  # the explorer is built on this module
+
+    try:
+        write_preview(path, "cpu")
+    except (OSError, ValueError, RuntimeError):  # a convenience: never fails a finished run
+        pass
 
 
 def _train_loop(learner: MetaLearner, run, total: int, interrupted, should_stop, emit, save) -> tuple[str, float]:

@@ -238,3 +238,17 @@ def test_mamlpp_asks_a_model_with_per_step_state_for_it_and_the_core_passes_the_
     seen.clear()
     algorithm.meta_gradient(meta, batch, progress=0.5)
     assert sorted(set(s for s in seen if s is not None)) == [0, 1, 2, 3]
+
+
+def test_r2d2_solves_one_hot_codes_for_class_index_targets():
+    generator = torch.Generator().manual_seed(0)
+    model = engine.MLP(hidden=(6,), in_features=2, out_features=3)
+    algorithm = engine.make_algorithm("r2d2", model, loss=engine.CrossEntropy())
+    params = double_init(algorithm)
+    x = torch.randn(2, 6, 2, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 6), generator=generator)
+    batch = engine.TaskBatch(x, y, x, y, {})
+    loss, grads = algorithm.meta_gradient(params, batch)
+    assert torch.isfinite(loss) and grads["layer0.weight"].abs().sum() > 0
+    head = algorithm.solve(params, x, y)
+    assert head["layer1.weight"].shape == (2, 6, 3)

@@ -36,7 +36,7 @@ async def until(pilot, predicate, timeout: float = 30.0, what: str = "the expect
 
 async def ready(pilot) -> MainScreen:
     main = pilot.app.main
-    await until(pilot, lambda: main is not None and main.snapshot is not None, what="the engine's first snapshot")
+    await until(pilot, lambda: main is not None and main.ready and main.snapshot is not None, what="the engine's first snapshot")
     main.redraw(force=True)
     await pilot.pause()
     return main

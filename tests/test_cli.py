@@ -222,3 +222,10 @@ def test_help_lists_the_registry_without_importing_torch():
     assert done.stdout.strip() == "False", done.stderr
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert "mamlpp" in result.output and "harmonic" in result.output
+
+
+def test_a_backend_that_refuses_the_algorithm_leaves_no_run_behind(tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", "--algo", "mamlpp", "--backend", "fused", "--steps", 5, "--out", run, *SMALL)
+    assert result.exit_code == 1 and "fused backend cannot run this" in result.output
+    assert not (run / "checkpoint.pt").exists() and not (run / "config.json").exists()

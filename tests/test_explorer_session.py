@@ -225,3 +225,14 @@ def test_the_engine_loop_answers_commands_with_events():
     wait_for("closed")
     worker.join(5)
     assert not worker.is_alive()
+
+
+def test_a_change_that_reshapes_a_companion_starts_that_companion_afresh():
+    """Found in review: reptile compared with mamlpp, then 3 inner steps, failed half-applied."""
+    session = ExplorerSession.open(config=apply_settings(small_config(), {"algorithm": "reptile"}), device="cpu")
+    session.set_companion("compare", "mamlpp")
+    session.outer_steps(2)
+    session.set_settings({"inner_steps": 3})
+    assert session.config.algo.inner_steps == 3 and session.learner.step == 2
+    companion = session.companions["compare"]
+    assert companion.step == 0 and companion.params["lslr.layer0.weight"].shape == (3,)

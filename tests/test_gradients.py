@@ -353,3 +353,28 @@ def test_evaluation_rate_override_scales_learned_rates():
     for name in model.names:
         torch.testing.assert_close(a.params[-1][name], b.params[-1][name])
     assert math.isclose(algorithm.inner_lr, 0.05)
+
+
+def test_hooks_the_fast_paths_do_not_implement_send_them_to_the_general_path():
+    """Found in review: a one-step loss weight other than 1 and a loss that subclasses MSE under its
+    name both ran on the fused path and gave another answer."""
+    class HalfWeight(Algorithm):
+        name = "half-weight"
+
+        def step_weights(self, steps, progress):
+            return (0.5,) * steps
+
+    class Huber(engine.MeanSquaredError):
+        def per_task(self, prediction, target):
+            return nnf.huber_loss(prediction, target, reduction="none", delta=0.1).mean(dim=(-2, -1))
+
+    model, params, batch = make_problem()
+    half = HalfWeight(model, inner_lr=0.01)
+    assert half.backend_choice(shots=5) != "fused"
+    with pytest.raises(ValueError, match="weighted 1"):
+        HalfWeight(model, inner_lr=0.01, backend="fused").meta_gradient(params, batch)
+    assert_matches_loop(half, params, batch)
+    huber = engine.make_algorithm("maml", model, inner_lr=0.01, loss=Huber())
+    assert huber.backend_choice(shots=5) == "torch.func"
+    general = engine.make_algorithm("maml", model, inner_lr=0.01, loss=Huber(), backend="torch.func")
+    torch.testing.assert_close(huber.meta_gradient(params, batch)[0], general.meta_gradient(params, batch)[0])

@@ -17,7 +17,7 @@ async def _adapted_twice(pilot) -> None:
     main = pilot.app.main
     deadline = time.monotonic() + 30
     while main.snapshot is None or main.snapshot["inner_steps_taken"] < 2:
-        if main.snapshot is not None and main.snapshot["inner_steps_taken"] == 0 and not getattr(main, "_pressed", False):
+        if main.ready and main.snapshot["inner_steps_taken"] == 0 and not getattr(main, "_pressed", False):
             main._pressed = True
             await pilot.press("i", "i")
         assert time.monotonic() < deadline, "the engine did not answer"

@@ -62,14 +62,17 @@ class AlphaMAML(Algorithm):
             names = [n for n in grads if n != ALPHA]
             beta = float(buffers[self.BETA]) if self.BETA in buffers else learner.config.train.outer_lr
             if all(self.DIRECTION + n in buffers for n in names):
-                agreement = sum(float((grads[n] * buffers[self.DIRECTION + n]).sum()) for n in names)
-                beta = max(beta + options.outer_hyper_lr * agreement, options.min_rate)
+                # g_t . u_{t-1}: the per-tensor sums added in float64 in order, then one host sync
+                agreement = torch.zeros((), dtype=torch.float64, device=alpha.device)
+                for n in names:
+                    agreement = agreement + (grads[n] * buffers[self.DIRECTION + n]).sum().double()
+                beta = max(beta + options.outer_hyper_lr * float(agreement), options.min_rate)
             before = {n: learner.params[n].detach().clone() for n in names}
         learner.adam_step({n: grads[n] for n in names}, beta)
         with torch.no_grad():
             for n in names:  # u_t: the direction Adam moved along, per unit of rate
                 buffers[self.DIRECTION + n] = (before[n] - learner.params[n].detach()) / beta
-            buffers[self.BETA] = torch.tensor(beta, dtype=torch.float64)
+            buffers[self.BETA] = torch.tensor(beta, dtype=torch.float64)  # a CPU scalar: no device sync to read
 
     def learned_values(self, params: Params, learner=None):
         values = {ALPHA: params[ALPHA].detach()}

@@ -63,7 +63,10 @@ class R2D2(Algorithm):
         phi = torch.cat([features, ones], dim=-1)  # (tasks, K, F + 1)
         eye = torch.eye(phi.shape[1], dtype=phi.dtype, device=phi.device)
         gram = torch.bmm(phi, phi.transpose(1, 2)) + torch.exp(params[LOG_LAMBDA]) * eye  # (tasks, K, K)
-        weights = torch.bmm(phi.transpose(1, 2), torch.linalg.solve(gram, y_support.to(phi.dtype)))  # (tasks, F + 1, out)
+        targets = y_support
+        if not targets.is_floating_point():  # class indices (tasks, K): the solve regresses one-hot codes
+            targets = torch.nn.functional.one_hot(targets.long(), self.model.out_features)
+        weights = torch.bmm(phi.transpose(1, 2), torch.linalg.solve(gram, targets.to(phi.dtype)))  # (tasks, F + 1, out)
         head_weight, head_bias = self.model.head_names
         return {head_weight: params[SCALE] * weights[:, :-1], head_bias: params[SCALE] * weights[:, -1] + params[OFFSET]}
 

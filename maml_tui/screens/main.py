@@ -8,7 +8,10 @@ changed, so a fast engine never floods the interface.
 
 from __future__ import annotations
 
+import json
+import math
 import time
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -36,6 +39,17 @@ def _answer_to_a_person(previous: dict, current: dict) -> bool:
     """True when a snapshot changes more than the outer step (an inner step, a task, a setting)."""
     keys = ("inner_steps_taken", "task_number", "settings", "source")
     return any(previous[k] != current[k] for k in keys) or len(previous["companions"]) != len(current["companions"])
+
+
+def _nan_for_none(value):
+    """A preview is strict JSON (NaN written as null); the plots want NaN back."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _nan_for_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_for_none(v) for v in value]
+    return value
 
 
 def _hex(colour) -> str:
@@ -74,7 +88,8 @@ class MainScreen(Screen):
         self.records_version = 0
         self.running = False
         self.its_per_second = 0.0
-        self.ready = False
+        self.ready = False  # the engine has answered; until then the picture is the run's preview
+        self.engine_down = ""  # why the engine is not there (a crash, a failed start), or ""
         self.engine_info: dict = {}
         self.message = ""
         self.fit_dirty = self.charts_dirty = False
@@ -109,7 +124,29 @@ class MainScreen(Screen):
         fit.placeholder("starting engine…")
         self.query_one(StatusBar).update_status(state="starting engine…")
         self.check_size()
+        self.show_preview()
         self.set_interval(1.0 / REDRAW_RATE, self.redraw)
+
+    def show_preview(self) -> None:
+        """Draw the run's ``preview.json`` (its first snapshot and records, written by the engine as
+        plain JSON) while the engine process is still importing torch; its own first snapshot then
+        replaces the picture with the same one."""
+        run = getattr(self.app.engine, "options", {}).get("run")
+        if not run:
+            return
+        try:
+            document = json.loads((Path(run) / "preview.json").read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(document, dict) or document.get("format") != "maml-tui-preview":
+            return
+        document = _nan_for_none(document)
+        self.catalog = document.get("catalog") or {}
+        self.query_one(SettingsPanel).set_catalog(self.catalog)
+        self.add_records(document.get("records") or [], reset=True)
+        self.snapshot = document["snapshot"]
+        self.draw_fit(self.snapshot)
+        self.redraw(force=True)
 
     def on_resize(self) -> None:
         self.check_size()
@@ -124,7 +161,7 @@ class MainScreen(Screen):
         for event in events:
             kind = event["kind"]
             if kind == "ready":
-                self.ready = True
+                self.ready, self.engine_down = True, ""
                 self.engine_info = event
                 self.catalog = event.get("catalog", {})
                 self.query_one(SettingsPanel).set_catalog(self.catalog)
@@ -146,6 +183,7 @@ class MainScreen(Screen):
                 self.set_message(event["message"], "error")
                 self.app.notify(event["message"], title="engine error", severity="error", timeout=8)
                 if event.get("fatal"):
+                    self.ready, self.engine_down = False, event["message"]
                     self.query_one(FitPlot).placeholder("the engine could not start (see the status line)")
                     self.query_one(StatusBar).update_status(state="stopped")
             elif kind == "diverged":
@@ -160,6 +198,7 @@ class MainScreen(Screen):
     def engine_died(self, exit_code: int | None) -> None:
         self.running = False
         self.ready = False
+        self.engine_down = f"it stopped unexpectedly with exit code {exit_code}"
         text = f"the engine process stopped unexpectedly (exit code {exit_code}); press R to restart it"
         self.set_message(text, "error")
         self.query_one(StatusBar).update_status(state="stopped")
@@ -189,7 +228,8 @@ class MainScreen(Screen):
         snapshot = self.snapshot
         status = self.query_one(StatusBar)
         if snapshot is not None:
-            state = "running" if self.running else "paused"
+            state = ("running" if self.running else "paused") if self.ready else (
+                "stopped" if self.engine_down else "starting engine…")
             status.update_status(device=self.engine_info.get("device", "…"), algorithm=snapshot["settings"]["algorithm"],
                                  step=snapshot["step"], its=self.its_per_second if self.running else None, state=state)
         if status_only and not force:
@@ -250,33 +290,45 @@ class MainScreen(Screen):
     def engine(self):
         return self.app.engine
 
+    def send(self, what: str, command: str, **arguments) -> bool:
+        """Send a command to the engine if it can take one; otherwise say why on screen (nothing is
+        queued to fire later by surprise). A new action clears the last message."""
+        if not self.ready:
+            if self.engine_down:
+                self.set_message(f"the engine is down ({self.engine_down}), so {what} cannot run; press R to restart it", "error")
+            else:
+                self.set_message(f"the engine is still starting; {what} works once it is ready", "warning")
+            return False
+        self.set_message("")
+        self.engine.send(command, **arguments)
+        return True
+
     def action_inner_step(self) -> None:
-        self.engine.send("inner_step")
+        self.send("an inner step", "inner_step")
 
     def action_reset_adaptation(self) -> None:
-        self.engine.send("reset_adaptation")
+        self.send("a reset", "reset_adaptation")
 
     def action_new_task(self) -> None:
-        self.engine.send("new_task")
+        self.send("a new task", "new_task")
 
     def action_outer_step(self) -> None:
-        self.engine.send("outer_steps", count=1)
+        self.send("an outer step", "outer_steps", count=1)
 
     def action_outer_burst(self) -> None:
-        self.engine.send("outer_steps", count=BURST)
+        self.send("a burst of outer steps", "outer_steps", count=BURST)
 
     def action_toggle_run(self) -> None:
-        self.running = not self.running
-        self.engine.send("run" if self.running else "pause")
-        self.set_message("")
-        self.redraw(status_only=True)
+        if self.send("training", "pause" if self.running else "run"):
+            self.running = not self.running
+            self.redraw(status_only=True)
 
     def action_cycle_compare(self) -> None:
         current = self.compare_algorithm
         names = [a["name"] for a in self.catalog.get("algorithms", ())]
         choices = [None, *[a for a in names if self.snapshot is None or a != self.snapshot["settings"]["algorithm"]]]
         following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
-        self.engine.send("set_companion", role="compare", algorithm=following)
+        self.send("comparing", "set_companion", role="compare", algorithm=following)
 
     @property
     def compare_algorithm(self) -> str | None:
@@ -286,12 +338,12 @@ class MainScreen(Screen):
 
     def action_toggle_baseline(self) -> None:
         present = self.snapshot is not None and any(c["role"] == "baseline" for c in self.snapshot["companions"])
-        self.engine.send("set_companion", role="baseline", algorithm=None if present else "pretrain")
+        self.send("the baseline", "set_companion", role="baseline", algorithm=None if present else "pretrain")
 
     def action_new_model(self) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
-                self.engine.send("new_model")
+                self.send("a new model", "new_model")
 
         if self.snapshot is not None and self.snapshot["step"] > 0:
             self.app.push_screen(ConfirmDialog(f"Throw away {self.snapshot['step']:,} outer steps of training and start a new model?"), answered)
@@ -302,7 +354,7 @@ class MainScreen(Screen):
         def chosen(path: str | None) -> None:
             if path:
                 self.last_path = path
-                self.engine.send("save", path=path)
+                self.send("saving", "save", path=path)
 
         default = f"runs/explorer-{time.strftime('%Y%m%d-%H%M%S')}"
         self.app.push_screen(PathDialog("Save a checkpoint into this run directory:", default), chosen)
@@ -311,7 +363,7 @@ class MainScreen(Screen):
         def chosen(path: str | None) -> None:
             if path:
                 self.last_path = path
-                self.engine.send("load", path=path, role=role)
+                self.send("opening a run", "load", path=path, role=role)
 
         title = "Open a run directory (or checkpoint file):" if role == "main" else "Open a run as the pretrained baseline:"
         self.app.push_screen(PathDialog(title, self.last_path), chosen)
@@ -321,6 +373,7 @@ class MainScreen(Screen):
             self.set_message("the engine is running; nothing to restart")
             return
         self.app.restart_engine()
+        self.ready, self.engine_down = False, ""
         self.query_one(FitPlot).placeholder("starting engine…")
         self.query_one(StatusBar).update_status(state="starting engine…", message="")
 
@@ -349,7 +402,7 @@ class MainScreen(Screen):
         if key == "compare":
             if value == (self.compare_algorithm or "off"):
                 return
-            self.engine.send("set_companion", role="compare", algorithm=None if value == "off" else value)
+            self.send("comparing", "set_companion", role="compare", algorithm=None if value == "off" else value)
             return
         current = as_text(self.snapshot["settings"][key])
         if current == value:
@@ -358,7 +411,7 @@ class MainScreen(Screen):
         if key in self.snapshot.get("fresh_settings", FRESH_SETTINGS) and self.snapshot["step"] > 0:
             def answered(yes: bool | None) -> None:
                 if yes:
-                    self.engine.send("set_settings", changes=changes)
+                    self.send("a new setting", "set_settings", changes=changes)
                 else:  # put the panel back to what the engine still has
                     self.shown_settings = None
                     self.query_one(SettingsPanel).show(self.snapshot["settings"], self.compare_algorithm)
@@ -367,4 +420,4 @@ class MainScreen(Screen):
             self.app.push_screen(ConfirmDialog(f"Changing the {what} to {value} starts a new model and throws away "
                                                f"{self.snapshot['step']:,} outer steps of training. Go ahead?"), answered)
             return
-        self.engine.send("set_settings", changes=changes)
+        self.send("a new setting", "set_settings", changes=changes)
