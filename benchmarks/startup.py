@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MARKS = {  # what each moment looks like in the terminal's output stream
     "first_frame": b"settings",
-    "first_real_picture": b"step 70,000",
-    "engine_ready": b"sinusoid #1",
+    "first_real_picture": b"sinusoid #1",
+    "engine_ready": b"paused",
 }
 
 

@@ -1,6 +1,6 @@
-"""``python -m maml_tui`` runs the same CLI as the ``maml-tui`` console script."""
+"""``python -m maml_tui``: the same as the ``maml-tui`` command."""
 
-from maml_tui.cli import main
+from maml_tui.launch import main
 
-if __name__ == "__main__":  # the explorer's engine process must never re-run the CLI on import
+if __name__ == "__main__":
     main()

@@ -18,8 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-# a meta-trained sinusoid MAML run, made by: maml-tui train --out maml_tui/data/sinusoid-maml
-SHIPPED_RUN = Path(__file__).resolve().parent / "data" / "sinusoid-maml"
+from maml_tui.launch import SHIPPED_RUN  # a meta-trained sinusoid MAML run: maml-tui train --out maml_tui/data/sinusoid-maml
 
 
 def _engine_main(commands, events, options: dict[str, Any]) -> None:

@@ -344,3 +344,54 @@ async def test_an_engine_that_cannot_start_says_why(tmp_path: Path):
         await until(pilot, lambda: main is not None and "could not start" in main.message, what="the start error")
         assert "not a run directory" in main.message
         assert main.snapshot is None and "stopped" in str(main.query_one("#status").render())
+
+
+class HeldEngine(EngineLink):
+    """A thread engine that starts only when the test lets it: the seconds of a real start-up."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(mode="thread", device="cpu", **options)
+        import threading
+
+        self.release = threading.Event()
+
+    def start(self) -> None:
+        import queue
+        import threading
+
+        if self.started:
+            return
+        self.started = True
+        self.commands, self.events = queue.Queue(), queue.Queue()
+
+        def held() -> None:
+            self.release.wait(60)
+            from engine.explorer_server import serve
+
+            serve(self.commands, self.events, **self.options)
+
+        self.thread = threading.Thread(target=held, daemon=True)
+        self.thread.start()
+
+
+async def test_the_run_is_on_screen_before_the_engine_and_early_keys_do_not_fire_later():
+    link = HeldEngine()
+    app = ExplorerApp(link)
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = app.main
+        await until(pilot, lambda: main.snapshot is not None, what="the preview")
+        assert not main.ready
+        panel = main.query_one(SettingsPanel)
+        assert main.query_one("#setting-shots", Select).value == "10"  # the run's, not a made-up first option
+        assert main.query_one("#setting-inner_lr", Select).value == "0.001"
+        assert main.query_one("#setting-algorithm", Select).value == "maml" and "mamlpp" in panel.choices["algorithm"]
+        assert "sinusoid #1" in str(main.query_one(FitPlot).border_title) and main.records["step"][-1] == 70_000
+        assert "starting engine" in str(main.query_one("#status").render())
+        await pilot.press("i", "space")
+        assert "still starting" in main.message
+        link.release.set()
+        await until(pilot, lambda: main.ready, what="the engine")
+        await pilot.pause(0.5)
+        assert main.snapshot["inner_steps_taken"] == 0 and not main.running  # nothing fired later
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step once ready")

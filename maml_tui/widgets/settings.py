@@ -50,12 +50,13 @@ class SettingsPanel(Vertical):
         self.choices = dict(CHOICES)
 
     def compose(self) -> ComposeResult:
+        # every select starts blank ("…"): no made-up value is shown, and none is reported as a
+        # pick, until the run's own values arrive (from its preview or from the engine)
         for key, options in CHOICES.items():
             with Horizontal(classes="setting"):
                 yield Label(LABELS[key])
-                waiting = key in CATALOG_KEYS and key != "compare"
-                yield Select([(o, o) for o in options], value=Select.NULL if waiting else options[0],
-                             allow_blank=waiting, prompt="…", compact=True, type_to_search=False, id=f"setting-{key}")
+                yield Select([(o, o) for o in options], value=Select.NULL, allow_blank=True, prompt="…",
+                             compact=True, type_to_search=False, id=f"setting-{key}")
 
     def set_catalog(self, catalog: dict) -> None:
         """Offer the task families and algorithms the engine has."""
@@ -64,7 +65,6 @@ class SettingsPanel(Vertical):
             select = self.query_one(f"#setting-{key}", Select)
             with select.prevent(Select.Changed):
                 current = select.value
-                select._allow_blank = False  # blank only while waiting for the catalog; Select has no public setter
                 select.set_options([(o, o) for o in self.choices[key]])
                 if current in self.choices[key]:
                     select.value = current
@@ -80,6 +80,7 @@ class SettingsPanel(Vertical):
                 continue
             with select.prevent(Select.Changed):
                 options = self.choices[key] if value in self.choices[key] else (*self.choices[key], value)
-                if value not in self.choices[key]:
+                if value not in self.choices[key] or select._allow_blank:
+                    select._allow_blank = False  # a real value from here on; Select has no public setter
                     select.set_options([(o, o) for o in options])
                 select.value = value
