@@ -122,6 +122,16 @@ class RunDirectory:
     def preview_path(self) -> Path:
         return self.path / PREVIEW_FILE
 
+    def replace_records(self, records: list[dict]) -> None:
+        """Replace metrics.jsonl with ``records``, atomically."""
+        text = "".join(json.dumps(record) + "\n" for record in records)
+        _atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
+
+    def write_json(self, name: str, document: dict) -> None:
+        """Write a small JSON file of the run directory's, atomically."""
+        text = json.dumps(document, allow_nan=False)
+        _atomic_write(self.path / name, lambda f: f.write(text.encode()))
+
     def write_preview(self, document: dict) -> None:
         """Replace the explorer's preview of this run, atomically (strict JSON)."""
         text = json.dumps(document, allow_nan=False)

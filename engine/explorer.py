@@ -14,6 +14,7 @@ finite state and raises :class:`~engine.trainer.DivergedError`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class ExplorerSnapshot:
     companions: tuple[CompanionSnapshot, ...] = field(default_factory=tuple)
     algorithm_view: tuple[dict, ...] = field(default_factory=tuple)  # the algorithm's own state, as small tables
     fresh_settings: tuple[str, ...] = FRESH_SETTINGS  # changing one of these starts a new model
+    unsaved_steps: int = 0  # outer steps trained since the model was saved or opened
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins only (what crosses the process boundary)."""
@@ -165,6 +167,8 @@ class ExplorerSession:
     def __init__(self, learner: MetaLearner, source: str = "new model", records: list[OuterRecord] | None = None):
         self.learner = learner
         self.source = source
+        # the outer step the source run holds on disk (None: nothing of this model is saved anywhere)
+        self.saved_step: int | None = learner.step if source != "new model" else None
         self.records: list[OuterRecord] = list(records or [])
         self.companions: dict[str, MetaLearner] = {}
         self.inner_steps_taken = 0
@@ -282,7 +286,7 @@ class ExplorerSession:
         if fresh:
             self.learner = MetaLearner(config, self.learner.device)
             self.records = []
-            self.source = "new model"
+            self.source, self.saved_step = "new model", None
         else:
             self.learner = _rebuild(self.learner, config, reseed)
         self.companions = {role: _rebuild(c, companion_config(config, c.config.algo.name), reseed,
@@ -300,7 +304,7 @@ class ExplorerSession:
         self.learner = MetaLearner(self.config, self.learner.device)
         self.companions = {role: MetaLearner(c.config, c.device) for role, c in self.companions.items()}
         self.records = []
-        self.source = "new model"
+        self.source, self.saved_step = "new model", None
 
     def set_companion(self, role: str, algorithm: str | None) -> None:
         """Train a second learner side by side from now on (``None`` removes it)."""
@@ -337,9 +341,40 @@ class ExplorerSession:
         else:  # another run's history: replace it rather than mix two runs
             run.truncate_metrics(-1)
             run.append_records(as_dicts(self.records))
-        self.source = str(run.path)
+        self.source, self.saved_step = str(run.path), self.learner.step
         write_preview(run.path, self.learner.device)
         return run.path
+
+    @property
+    def unsaved_steps(self) -> int:
+        """Outer steps trained since the model was last saved or opened (all of them for a new model)."""
+        return self.learner.step - (self.saved_step if self.saved_step is not None else 0)
+
+    def autosave(self, path: str | Path) -> Path:
+        """Keep the current model safe in ``path`` (a run directory of its own, every file written
+        atomically), with where it came from, without changing what counts as saved."""
+        run = RunDirectory(path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not _finite(self.learner):
+            raise DivergedError("the parameters are not finite; the last autosave is kept")
+        run.write_config(self.config)
+        run.save_checkpoint(self.learner.state_dict(), self.config)
+        run.replace_records([{**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}
+                             for r in self.records if r.step <= self.learner.step])
+        run.write_json(AUTOSAVE_FILE, {"source": self.source, "saved_step": self.saved_step, "step": self.learner.step,
+                                       "time": time.time()})
+        return run.path
+
+    @classmethod
+    def restore(cls, path: str | Path, device: str = "auto") -> "ExplorerSession":
+        """The session an autosave holds, knowing again where its model came from."""
+        session = cls.open(path, device)
+        try:
+            marker = json.loads((Path(path) / AUTOSAVE_FILE).read_text())
+            session.source, session.saved_step = str(marker["source"]), marker["saved_step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            session.source, session.saved_step = "autosave", None
+        return session
 
     def preview(self) -> dict[str, Any]:
         """The events the explorer starts with, as plain JSON: the first snapshot and the records."""
@@ -353,7 +388,7 @@ class ExplorerSession:
         if role == "main":
             self.learner = learner
             self.records = _read_records(Path(path))
-            self.source = str(path)
+            self.source, self.saved_step = str(path), learner.step
             self.companions = {r: MetaLearner(companion_config(learner.config, c.config.algo.name), learner.device)
                                for r, c in self.companions.items()}
             self._reseed_tasks()
@@ -404,11 +439,13 @@ class ExplorerSession:
             companions=tuple(companions),
             algorithm_view=view,
             fresh_settings=self.fresh_settings,
+            unsaved_steps=self.unsaved_steps,
         )
 
 
 # -- helpers --------------------------------------------------------------------------------------
 PREVIEW_FORMAT = "maml-tui-preview"
+AUTOSAVE_FILE = "autosave.json"  # in an autosave directory: where its model came from, and when
 
 
 def catalog() -> dict[str, Any]:

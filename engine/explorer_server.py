@@ -22,23 +22,34 @@ from typing import Any
 
 CHUNK_SECONDS = 0.02  # training time between two looks at the command queue
 RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
+AUTOSAVE_SECONDS = 5.0  # training time between two automatic checkpoints of the current model
+MODEL_CHANGES = ("set_settings", "new_model", "load")  # commands after which the autosave is rewritten
+NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash")  # what works while no model is open
 
 def serve(commands, events, run: str | None = None, device: str = "auto", snapshot_rate: float = 4.0,
-          quiet: bool = False, parent_pid: int | None = None) -> None:
-    """Run until a ``quit`` command (or the parent process going away); ``run=None`` is a new model."""
+          quiet: bool = False, parent_pid: int | None = None, autosave: str | None = None,
+          restore: bool = False) -> None:
+    """Run until a ``quit`` command (or the parent process going away); ``run=None`` is a new model.
+
+    ``autosave`` is a directory where the current model is kept safe (every few seconds of
+    training and after every change of model); with ``restore`` the engine opens that autosave.
+    """
     if quiet:  # a child of a full-screen app must never write to the terminal
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.dup2(null, 2)
-    Server(commands, events, run, device, snapshot_rate, parent_pid).loop()
+    Server(commands, events, run, device, snapshot_rate, parent_pid, autosave, restore).loop()
 
 
 class Server:
     """The command loop; one instance per engine."""
 
-    def __init__(self, commands, events, run, device, snapshot_rate, parent_pid):
+    def __init__(self, commands, events, run, device, snapshot_rate, parent_pid, autosave=None, restore=False):
         self.commands, self.events = commands, events
         self.run, self.device = run, device
+        self.autosave_path, self.restore = autosave, restore
+        self.autosaved_at = 0.0
+        self.autosaved_step: int | None = None
         self.interval = 1.0 / snapshot_rate
         self.parent_pid = parent_pid
         self.session = None
@@ -61,20 +72,31 @@ class Server:
             import torch
 
             from engine.explorer import ExplorerSession, catalog
+            from engine.trainer import resolve_device, resolve_threads
+            from engine.config import RunConfig
 
-            self.session = ExplorerSession.open(self.run, self.device)
-            learner = self.session.learner
-            self.send("ready", device=str(learner.device), threads=learner.threads, torch=torch.__version__,
-                      catalog=catalog())
-            self.send_records(reset=True)
-            self.send_snapshot()
-            # the first outer step makes the optimizer, which imports torch._dynamo (about two
-            # seconds): do that in the background now, while a person looks at the first picture
-            threading.Thread(target=_warm_up, name="maml-tui-warm-up", daemon=True).start()
-        except Exception as error:
+            device = resolve_device(self.device)
+            self.send("ready", device=str(device), threads=resolve_threads(None, device, RunConfig()),
+                      torch=torch.__version__, catalog=catalog(), device_name=_device_name(device))
+        except Exception as error:  # no torch, a bad device: nothing can work
             self.send("error", message=f"the engine could not start: {error}", detail=traceback.format_exc(), fatal=True)
             self.send("closed")
             return
+        try:
+            if self.restore:
+                self.session = ExplorerSession.restore(self.run, self.device)
+                self.send("restored", step=self.session.learner.step, source=self.session.source)
+            else:
+                self.session = ExplorerSession.open(self.run, self.device)
+            self.send_records(reset=True)
+            self.send_snapshot()
+        except Exception as error:  # a corrupt run: the engine stays up, so another can be opened
+            what = "the autosave" if self.restore else (self.run or "a new model")
+            self.send("error", message=f"could not open {what}: {_sentence(error)}; open another run (l) or start "
+                      "a new model (m)", detail=traceback.format_exc(), fatal=False, no_model=True)
+        # the first outer step makes the optimizer, which imports torch._dynamo (about two
+        # seconds): do that in the background now, while a person looks at the first picture
+        threading.Thread(target=_warm_up, name="maml-tui-warm-up", daemon=True).start()
         while True:
             busy = self.running or self.steps_left > 0
             try:
@@ -104,6 +126,19 @@ class Server:
         name, arguments = command[0], (command[1] if len(command) > 1 else {})
         session = self.session
         try:
+            if session is None and name not in NEED_NO_MODEL:
+                raise ValueError("no model is open: open a run (l) or start a new model (m)")
+            if session is None and name in ("load", "new_model"):
+                from engine.explorer import ExplorerSession
+
+                if name == "new_model":
+                    self.session = ExplorerSession.open(None, self.device)
+                else:
+                    self.session = ExplorerSession.open(arguments["path"], self.device)
+                self.send_records(reset=True)
+                self.keep_safe()
+                self.dirty = True
+                return
             if name == "inner_step":
                 session.inner_step()
             elif name == "reset_adaptation":
@@ -117,6 +152,7 @@ class Server:
                 self.rate_window = []
             elif name == "pause":
                 self.running, self.steps_left = False, 0
+                self.keep_safe(changed=False)
             elif name == "set_settings":
                 session.set_settings(arguments["changes"])
                 self.send_records(reset=True)
@@ -138,6 +174,8 @@ class Server:
                 os._exit(int(arguments.get("code", 3)))
             else:
                 raise ValueError(f"unknown engine command {name!r}")
+            if name in MODEL_CHANGES:
+                self.keep_safe()
         except Exception as error:
             self.running, self.steps_left = False, 0
             self.send("error", message=_sentence(error), detail=traceback.format_exc(), fatal=False)
@@ -160,6 +198,9 @@ class Server:
                 self.steps_left = max(0, self.steps_left - done)
             self.pending.extend(records)
             self.measure_rate()
+            stopped = not self.running and self.steps_left == 0  # a burst just ended
+            if stopped or time.perf_counter() - self.autosaved_at >= AUTOSAVE_SECONDS:
+                self.keep_safe(changed=False)
         except DivergedError as error:
             self.running, self.steps_left = False, 0
             self.send_records()
@@ -168,6 +209,21 @@ class Server:
             self.running, self.steps_left = False, 0
             self.send("error", message=_sentence(error), detail=traceback.format_exc(), fatal=False)
         self.dirty = True
+
+    def keep_safe(self, changed: bool = True) -> None:
+        """Autosave the current model (atomically); after training, only if it trained since."""
+        self.autosaved_at = time.perf_counter()
+        session = self.session
+        if self.autosave_path is None or session is None or (not changed and session.learner.step == self.autosaved_step):
+            return
+        try:
+            session.autosave(self.autosave_path)
+            self.autosaved_step = session.learner.step
+            self.send("autosaved", step=self.autosaved_step, path=str(self.autosave_path))
+        except Exception as error:  # never stop training for it, but say so once
+            self.send("error", message=f"the automatic checkpoint could not be written: {_sentence(error)}",
+                      detail=traceback.format_exc(), fatal=False)
+            self.autosave_path = None
 
     def measure_rate(self) -> None:
         now, step = time.perf_counter(), self.session.learner.step
@@ -188,12 +244,29 @@ class Server:
             self.pending = []
 
     def send_snapshot(self) -> None:
+        if self.session is None:
+            self.dirty = self.urgent = False
+            return
         self.send_records()
         busy = self.running or self.steps_left > 0
         self.send("snapshot", snapshot=self.session.snapshot().to_dict(), running=busy,
                   its_per_second=self.its_per_second if busy else 0.0)
         self.dirty = self.urgent = False
         self.last_sent = time.perf_counter()
+
+
+def _device_name(device) -> str:
+    """A GPU's name and memory, for the explorer's status line; the plain device name otherwise."""
+    try:
+        import torch
+
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            total = torch.cuda.get_device_properties(index).total_memory / 2**30
+            return f"{torch.cuda.get_device_name(index)} ({total:.0f} GiB)"
+    except Exception:
+        pass
+    return str(device)
 
 
 def _warm_up() -> None:

@@ -49,14 +49,15 @@ class ExplorerApp(App):
     def on_engine_died(self, message: EngineDied) -> None:
         self.main.engine_died(message.exit_code)
 
-    def restart_engine(self) -> None:
-        """A new engine like the last one (after a crash); it opens the same run again."""
+    def restart_engine(self, restore: bool = False) -> bool:
+        """A new engine after a crash or a failed start: with ``restore`` it opens the model the last
+        engine autosaved, otherwise the same run. True when it restores."""
         old = self.engine
         old.stop(timeout=0.5)
-        self.engine = EngineLink(old.options["run"], old.options["device"], old.mode, old.fresh,
-                                 old.options["snapshot_rate"])
+        self.engine = old.restarted(restore)
         self.engine.start()
         self._attach()
+        return bool(self.engine.options["restore"])
 
     async def action_quit(self) -> None:
         self.engine.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from maml_tui.launch import SHIPPED_RUN  # a meta-trained sinusoid MAML run: maml-tui train --out maml_tui/data/sinusoid-maml
+from maml_tui.paths import autosave_dir
 
 
 def _engine_main(commands, events, options: dict[str, Any]) -> None:
@@ -32,14 +33,19 @@ class EngineLink:
     """Owns the engine (process or thread) and the two queues between it and the UI."""
 
     def __init__(self, run: str | Path | None = None, device: str = "auto", mode: str = "process",
-                 fresh: bool = False, snapshot_rate: float = 4.0):
-        """``run`` defaults to the shipped checkpoint; ``fresh`` starts a new random model instead."""
+                 fresh: bool = False, snapshot_rate: float = 4.0, autosave: str | Path | None = None,
+                 restore: bool = False):
+        """``run`` defaults to the shipped checkpoint; ``fresh`` starts a new random model instead.
+        ``autosave`` is where the engine keeps the current model safe (default: the user's state
+        directory); with ``restore`` it opens that autosave instead of ``run``."""
         if mode not in ("process", "thread"):
             raise ValueError(f"unknown engine mode {mode!r}")
         self.mode = mode
         self.fresh = fresh
-        run = None if fresh else (SHIPPED_RUN if run is None else run)
-        self.options = {"run": None if run is None else str(run), "device": device, "snapshot_rate": snapshot_rate}
+        autosave = Path(autosave) if autosave is not None else autosave_dir()
+        run = autosave if restore else (None if fresh else (SHIPPED_RUN if run is None else run))
+        self.options = {"run": None if run is None else str(run), "device": device, "snapshot_rate": snapshot_rate,
+                        "autosave": str(autosave), "restore": restore}
         self.process = None
         self.thread: threading.Thread | None = None
         self.reader: threading.Thread | None = None
@@ -66,6 +72,14 @@ class EngineLink:
             self.thread = threading.Thread(target=serve, args=(self.commands, self.events), kwargs=self.options,
                                            name="maml-tui-engine", daemon=True)
             self.thread.start()
+
+    def restarted(self, restore: bool) -> "EngineLink":
+        """A new link for a restart: onto the autosave when ``restore`` (this engine wrote one, so
+        nothing trained is lost), otherwise onto the same run."""
+        autosave = Path(self.options["autosave"])
+        restore = restore and (autosave / "checkpoint.pt").is_file()
+        return EngineLink(None if restore else self.options["run"], self.options["device"], self.mode,
+                          self.fresh and not restore, self.options["snapshot_rate"], autosave, restore)
 
     def attach(self, deliver: Callable[[list[dict]], None], died: Callable[[int | None], None]) -> None:
         """Start delivering events: ``deliver(events)`` in batches, ``died(exit_code)`` once."""

@@ -11,6 +11,12 @@ import engine
 
 
 @pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path, monkeypatch):
+    """The explorer's autosave and preferences go to a temporary place, never the user's home."""
+    monkeypatch.setenv("MAML_TUI_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture(autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -15,7 +15,8 @@ from engine.registry import ALGORITHMS as ALGORITHM_NAMES
 from engine.registry import TASKS as TASK_NAMES
 from maml_tui.app import ExplorerApp
 from maml_tui.engine_link import EngineLink
-from maml_tui.screens import AlgorithmScreen, ConfirmDialog, HelpScreen, MainScreen, PathDialog
+from maml_tui.engine_link import SHIPPED_RUN
+from maml_tui.screens import AlgorithmScreen, ConfirmDialog, HelpScreen, MainScreen, MessagesScreen, PathDialog, QuitDialog
 from maml_tui.widgets import AlgorithmPanel, FitPlot, LossChart, SettingsPanel
 
 SIZE = (100, 30)
@@ -319,31 +320,95 @@ async def test_ascii_mode_draws_without_braille():
         assert "." in text
 
 
-async def test_the_real_engine_process_starts_a_crash_is_reported_and_r_restarts_it():
+async def test_a_killed_engine_loses_nothing_r_restores_the_autosave_and_says_from_which_step():
     app = make_app(mode="process")
     async with app.run_test(size=SIZE) as pilot:
         main = await ready(pilot)
         assert app.engine.process is not None and app.engine.process.is_alive()
-        await pilot.press("i")
-        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step in the engine process")
-        app.engine.send("crash", code=3)
+        await pilot.press("m")
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["step"] == 0 and s["source"] == "new model", "a new model")
+        await pilot.press("b")  # a burst: 100 outer steps of a model that exists nowhere else
+        await settled(pilot, main, lambda s: s["step"] == 100, "a burst of training")
+        await until(pilot, lambda: main.autosaved_step == 100, what="the automatic checkpoint")
+        assert "100 unsaved" in str(main.query_one("#status").render())
+        app.engine.send("crash", code=9)  # as kill -9 would
         await until(pilot, lambda: "stopped unexpectedly" in main.message, what="the crash report")
-        assert "exit code 3" in main.message
-        assert "stopped" in str(main.query_one("#status").render())
-        main.snapshot = None
+        assert "exit code 9" in main.message and "stopped" in str(main.query_one("#status").render())
+        running = main.running
+        await pilot.press("space", "i")  # a dead engine: nothing pretends to run
+        assert main.running == running and "engine is down" in main.message and "press R" in main.message
         await pilot.press("R")  # a new engine process, started while Textual owns stderr
         await ready(pilot)
-        assert app.engine.process.is_alive() and main.snapshot["step"] == 70_000
+        assert app.engine.process.is_alive()
+        assert main.snapshot["step"] == 100 and main.snapshot["source"] == "new model"  # not the shipped model
+        await until(pilot, lambda: "restored the autosaved model from outer step 100" in main.message, what="the restore")
+        assert "100 unsaved" in str(main.query_one("#status").render())
         await pilot.press("q")
+        assert isinstance(app.screen, QuitDialog)  # unsaved training: it asks
+        await pilot.press("d")
 
 
-async def test_an_engine_that_cannot_start_says_why(tmp_path: Path):
+async def test_a_run_that_cannot_be_opened_says_why_in_full_and_l_m_and_r_still_work(tmp_path: Path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    app = make_app(run=broken)
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = app.main
+        await until(pilot, lambda: main is not None and "could not open" in main.message, what="the open error")
+        assert "is corrupt" in main.message and main.snapshot is None and main.ready
+        await pilot.press("i")
+        await until(pilot, lambda: "no model is open" in main.message, what="the answer to i")
+        await pilot.press("N")  # the full reason, even at 80 columns
+        assert isinstance(app.screen, MessagesScreen)
+        text = str(app.screen.query_one("#message-list").render())
+        assert "could not open" in text and "corrupt" in text
+        await pilot.press("escape")
+        await pilot.press("l")
+        app.screen.query_one("#path").value = str(SHIPPED_RUN)
+        await pilot.press("enter")
+        await settled(pilot, main, lambda s: s["step"] == 70_000, "the shipped run, opened after the failure")
+        assert main.message == ""  # the stale error is gone
+        await pilot.press("m")
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["step"] == 0, "a new model")
+
+
+async def test_r_after_a_failed_start_starts_the_engine_again(tmp_path: Path):
     app = make_app(run=tmp_path / "not-a-run")
     async with app.run_test(size=SIZE) as pilot:
         main = app.main
-        await until(pilot, lambda: main is not None and "could not start" in main.message, what="the start error")
+        await until(pilot, lambda: main is not None and "could not open" in main.message, what="the open error")
         assert "not a run directory" in main.message
-        assert main.snapshot is None and "stopped" in str(main.query_one("#status").render())
+        await pilot.press("R")
+        await until(pilot, lambda: "restarting the engine" in main.message or "could not open" in main.message,
+                    what="the restart")
+        await until(pilot, lambda: main.ready and "could not open" in main.message, what="the second attempt")
+        await pilot.press("m")
+        await pilot.press("y")
+        await settled(pilot, main, lambda s: s["step"] == 0 and s["source"] == "new model", "a new model after R")
+
+
+async def test_quitting_with_unsaved_training_asks_save_discard_or_cancel(tmp_path: Path):
+    app = make_app()
+    run = tmp_path / "kept"
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        assert "saved" in str(main.query_one("#status").render()) and "unsaved" not in str(main.query_one("#status").render())
+        await pilot.press("o")
+        await settled(pilot, main, lambda s: s["unsaved_steps"] == 1, "one unsaved outer step")
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitDialog) and "1 outer steps" in str(app.screen.query_one(".question").render())
+        await pilot.press("c")
+        assert isinstance(app.screen, MainScreen) and app.is_running
+        await pilot.press("q")
+        await pilot.press("s")
+        assert isinstance(app.screen, PathDialog)
+        app.screen.query_one("#path").value = str(run)
+        await pilot.press("enter")
+        await until(pilot, lambda: not app.is_running, what="the quit after saving")
+    assert (run / "checkpoint.pt").is_file() and (run / "preview.json").is_file()
 
 
 class HeldEngine(EngineLink):

@@ -236,3 +236,20 @@ def test_a_change_that_reshapes_a_companion_starts_that_companion_afresh():
     assert session.config.algo.inner_steps == 3 and session.learner.step == 2
     companion = session.companions["compare"]
     assert companion.step == 0 and companion.params["lslr.layer0.weight"].shape == (3,)
+
+
+def test_the_autosave_keeps_the_model_and_where_it_came_from(tmp_path):
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.outer_steps(7)
+    assert session.unsaved_steps == 7 and session.snapshot().unsaved_steps == 7
+    session.autosave(tmp_path / "autosave")
+    assert session.source == "new model" and session.unsaved_steps == 7  # an autosave is not a save
+    restored = ExplorerSession.restore(tmp_path / "autosave", device="cpu")
+    assert restored.learner.step == 7 and restored.source == "new model" and restored.unsaved_steps == 7
+    for name, value in session.learner.parameters().items():
+        assert torch.equal(value, restored.learner.parameters()[name])
+    assert [r.step for r in restored.records] == [r.step for r in session.records]
+    session.save(tmp_path / "mine")
+    assert session.unsaved_steps == 0 and (tmp_path / "mine" / "preview.json").is_file()
+    session.outer_steps(2)
+    assert session.unsaved_steps == 2

@@ -1,4 +1,5 @@
-"""Small modal dialogs: a yes/no question before throwing training away, and a run-directory path."""
+"""Small modal dialogs: a yes/no question before throwing training away, save/discard/cancel before
+quitting with unsaved training, and a run-directory path."""
 
 from __future__ import annotations
 
@@ -29,6 +30,31 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
     def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class QuitDialog(ModalScreen[str]):
+    """Quitting with unsaved training: dismisses with "save", "discard" or "cancel"."""
+
+    BINDINGS = [Binding("s", "answer('save')", "Save"), Binding("d", "answer('discard')", "Discard"),
+                Binding("c,escape", "answer('cancel')", "Cancel")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Save (s)", variant="primary", id="save")
+                yield Button("Discard (d)", variant="error", id="discard")
+                yield Button("Cancel (c)", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(str(event.button.id))
+
+    def action_answer(self, answer: str) -> None:
         self.dismiss(answer)
 
 

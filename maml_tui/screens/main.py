@@ -20,8 +20,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Select, Static
 
 from maml_tui.screens.algorithm import AlgorithmScreen
-from maml_tui.screens.dialogs import ConfirmDialog, PathDialog
+from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
 from maml_tui.screens.help import HelpScreen
+from maml_tui.screens.messages import MessagesScreen
 from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
 from maml_tui.widgets.plots import ADAPTED, COMPANION_COLOURS, MAGENTA
 from maml_tui.widgets.settings import as_text
@@ -74,7 +75,9 @@ class MainScreen(Screen):
         Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
         Binding("s", "save", "Save", priority=True, show=False, tooltip="save a checkpoint into a run directory"),
         Binding("l", "open_run", "Open", priority=True, show=False, tooltip="open a run directory or checkpoint"),
-        Binding("R", "restart_engine", "Restart engine", priority=True, show=False, tooltip="restart the engine process after a crash"),
+        Binding("R", "restart_engine", "Restart engine", priority=True, show=False,
+                tooltip="restart the engine after a crash or a failed start; it restores the model it autosaved"),
+        Binding("N", "messages", "Messages", priority=True, show=False, tooltip="every message since launch, in full"),
         Binding("question_mark", "help", "Help", key_display="?", priority=True, tooltip="this help"),
         Binding("q", "quit", "Quit", priority=True, tooltip="quit"),
     ]
@@ -90,6 +93,9 @@ class MainScreen(Screen):
         self.its_per_second = 0.0
         self.ready = False  # the engine has answered; until then the picture is the run's preview
         self.engine_down = ""  # why the engine is not there (a crash, a failed start), or ""
+        self.autosaved_step: int | None = None  # the step this session's engine last kept safe
+        self.messages: list[tuple[float, str, str]] = []  # (time, severity, text): every message since launch
+        self.quitting = False  # waiting for a save to finish before quitting
         self.engine_info: dict = {}
         self.message = ""
         self.fit_dirty = self.charts_dirty = False
@@ -179,9 +185,12 @@ class MainScreen(Screen):
             elif kind == "records":
                 self.add_records(event["records"], event["reset"])
             elif kind == "error":
-                self.running = False
+                self.running = self.quitting = False
                 self.set_message(event["message"], "error")
                 self.app.notify(event["message"], title="engine error", severity="error", timeout=8)
+                if event.get("no_model"):  # the run could not be opened; the engine waits for another
+                    self.snapshot = None
+                    self.query_one(FitPlot).placeholder("no model open: l opens a run, m starts a new one, N shows why")
                 if event.get("fatal"):
                     self.ready, self.engine_down = False, event["message"]
                     self.query_one(FitPlot).placeholder("the engine could not start (see the status line)")
@@ -193,6 +202,14 @@ class MainScreen(Screen):
             elif kind == "saved":
                 self.set_message(f"saved step {event['step']:,} to {event['path']}")
                 self.app.notify(f"saved step {event['step']:,} to {event['path']}", title="saved")
+                if self.quitting:
+                    self.app.exit()
+            elif kind == "autosaved":
+                self.autosaved_step = event["step"]
+            elif kind == "restored":
+                source = event["source"]
+                self.set_message(f"restored the autosaved model from outer step {event['step']:,} "
+                                 f"(it came from {'a new model' if source == 'new model' else source})")
         self.redraw(status_only=True)
 
     def engine_died(self, exit_code: int | None) -> None:
@@ -221,7 +238,12 @@ class MainScreen(Screen):
 
     def set_message(self, text: str, severity: str = "information") -> None:
         self.message = text
+        if text and (not self.messages or self.messages[-1][2] != text):
+            self.messages.append((time.time(), severity, text))
         self.query_one(StatusBar).update_status(message=text, severity=severity)
+
+    def action_messages(self) -> None:
+        self.app.push_screen(MessagesScreen(self.messages))
 
     # -- drawing --------------------------------------------------------------------------------
     def redraw(self, status_only: bool = False, force: bool = False) -> None:
@@ -230,8 +252,12 @@ class MainScreen(Screen):
         if snapshot is not None:
             state = ("running" if self.running else "paused") if self.ready else (
                 "stopped" if self.engine_down else "starting engine…")
-            status.update_status(device=self.engine_info.get("device", "…"), algorithm=snapshot["settings"]["algorithm"],
-                                 step=snapshot["step"], its=self.its_per_second if self.running else None, state=state)
+            unsaved = snapshot.get("unsaved_steps", 0)
+            status.update_status(device=self.engine_info.get("device_name") or self.engine_info.get("device", "…"),
+                                 algorithm=snapshot["settings"]["algorithm"], step=snapshot["step"],
+                                 its=self.its_per_second if self.running else None, state=state,
+                                 saved="unsaved" if snapshot["source"] == "new model" and unsaved == 0 and snapshot["step"] == 0
+                                 else (f"{unsaved:,} unsaved" if unsaved else "saved"))
         if status_only and not force:
             return
         if self.fit_dirty and snapshot is not None and (force or time.monotonic() - self.fit_drawn_at >= FIT_INTERVAL):
@@ -369,11 +395,13 @@ class MainScreen(Screen):
         self.app.push_screen(PathDialog(title, self.last_path), chosen)
 
     def action_restart_engine(self) -> None:
-        if self.engine.alive:
+        if self.engine.alive and self.ready and self.snapshot is not None:
             self.set_message("the engine is running; nothing to restart")
             return
-        self.app.restart_engine()
-        self.ready, self.engine_down = False, ""
+        restoring = self.app.restart_engine(restore=self.autosaved_step is not None)
+        self.ready, self.engine_down, self.snapshot = False, "", None
+        self.set_message(f"restarting the engine on the model it autosaved at outer step {self.autosaved_step:,}"
+                         if restoring else "restarting the engine")
         self.query_one(FitPlot).placeholder("starting engine…")
         self.query_one(StatusBar).update_status(state="starting engine…", message="")
 
@@ -387,7 +415,20 @@ class MainScreen(Screen):
         self.app.push_screen(HelpScreen(self.BINDINGS))
 
     async def action_quit(self) -> None:
-        await self.app.action_quit()
+        unsaved = self.snapshot.get("unsaved_steps", 0) if self.snapshot is not None and self.ready else 0
+        if not unsaved:
+            await self.app.action_quit()
+            return
+
+        async def answered(choice: str | None) -> None:
+            if choice == "discard":
+                await self.app.action_quit()
+            elif choice == "save":
+                self.quitting = True
+                self.action_save()
+
+        self.app.push_screen(QuitDialog(f"{unsaved:,} outer steps of training are not saved. Save them before "
+                                        "quitting, discard them, or cancel? (They are also kept in the autosave.)"), answered)
 
     # -- settings -------------------------------------------------------------------------------
     def on_select_changed(self, event: Select.Changed) -> None:

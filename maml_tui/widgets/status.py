@@ -13,7 +13,7 @@ class StatusBar(Static):
         super().__init__("", id=id, markup=True)
         self.fields: dict = {}
         self.update_status(device="…", algorithm="…", step=None, its=None, state="starting engine…",
-                           message="", severity="information")
+                           saved="", message="", severity="information")
 
     def update_status(self, **changes) -> None:
         if self.fields and all(self.fields.get(k) == v for k, v in changes.items()):
@@ -26,6 +26,8 @@ class StatusBar(Static):
         state = f["state"]
         style = {"running": "b $success", "paused": "$warning", "stopped": "b $error"}.get(state.split()[0] if state else "", "$text-muted")
         parts.append(f"[{style}]{escape(state)}[/]")
+        if f["saved"]:
+            parts.append(f"[$warning]{escape(f['saved'])}[/]" if "unsaved" in f["saved"] else escape(f["saved"]))
         line = " · ".join(parts)
         if f["message"]:
             colour = {"error": "$error", "warning": "$warning"}.get(f["severity"], "$text-muted")
