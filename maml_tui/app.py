@@ -27,15 +27,18 @@ class ExplorerApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "maml-tui"
 
-    def __init__(self, engine: EngineLink | None = None, ascii_mode: bool = False) -> None:
+    def __init__(self, engine: EngineLink | None = None, ascii_mode: bool = False, present: bool = False) -> None:
         super().__init__()
         self.engine = engine or EngineLink()
         self.engine.start()  # before run(): see the module docstring
         self.ascii_mode = ascii_mode
+        self.present = present and not ascii_mode
         self.main: MainScreen | None = None
 
     def on_mount(self) -> None:
-        self.main = MainScreen(ascii_mode=self.ascii_mode)
+        self.main = MainScreen(ascii_mode=self.ascii_mode, present=self.present)
+        if self.present:
+            self.main.add_class("present")
         self.push_screen(self.main)
         self._attach()
 
@@ -86,10 +89,10 @@ class ExplorerApp(App):
                                     partial(main.pick_setting, key, value))
 
 
-def run_explorer(run: str | Path | None = None, ascii_mode: bool = False, device: str = "auto") -> int:
+def run_explorer(run: str | Path | None = None, ascii_mode: bool = False, device: str = "auto", present: bool = False) -> int:
     """Open the explorer (on ``run``, or the shipped sinusoid checkpoint); returns an exit code."""
     engine = EngineLink(run, device)
-    app = ExplorerApp(engine, ascii_mode=ascii_mode)
+    app = ExplorerApp(engine, ascii_mode=ascii_mode, present=present)
     try:
         app.run()
     finally:

@@ -75,33 +75,35 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
 def root(
     ctx: typer.Context,
     ascii_mode: Annotated[bool, typer.Option("--ascii", help="Draw plots without braille (for fonts that lack it).")] = False,
+    present: Annotated[bool, typer.Option("--present", help="Presenter mode: heavier markers, high contrast, readable in monochrome.")] = False,
     device: Annotated[str, typer.Option(help="Engine device: auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """With no command, open the live explorer."""
-    if ctx.invoked_subcommand is not None and (ascii_mode or device != "auto"):
-        fail(f"--device and --ascii go after the command, e.g. maml-tui {ctx.invoked_subcommand} --device cpu")
+    if ctx.invoked_subcommand is not None and (ascii_mode or present or device != "auto"):
+        fail(f"--device, --ascii and --present go after the command, e.g. maml-tui {ctx.invoked_subcommand} --device cpu")
     if ctx.invoked_subcommand is None:
-        _run_explorer(None, ascii_mode, device)
+        _run_explorer(None, ascii_mode, device, present)
 
 
 @app.command()
 def explore(
     run: Annotated[Optional[Path], typer.Argument(help="Run directory (or checkpoint file) to open.")] = None,
     ascii_mode: Annotated[bool, typer.Option("--ascii", help="Draw plots without braille (for fonts that lack it).")] = False,
+    present: Annotated[bool, typer.Option("--present", help="Presenter mode: heavier markers, high contrast, readable in monochrome.")] = False,
     device: Annotated[str, typer.Option(help="Engine device: auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Open the live explorer, optionally on a run directory's checkpoint."""
-    _run_explorer(run, ascii_mode, device)
+    _run_explorer(run, ascii_mode, device, present)
 
 
-def _run_explorer(run: Path | None, ascii_mode: bool, device: str) -> None:
+def _run_explorer(run: Path | None, ascii_mode: bool, device: str, present: bool = False) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("the explorer needs an interactive terminal (a TTY); use 'maml-tui train' or 'maml-tui eval' for headless runs")
     if run is not None and not run.exists():
         fail(f"{run} does not exist")
     from maml_tui.app import run_explorer
 
-    code = run_explorer(run=run, ascii_mode=ascii_mode, device=device)
+    code = run_explorer(run=run, ascii_mode=ascii_mode, device=device, present=present)
     if code:
         raise typer.Exit(code)
 

@@ -31,7 +31,7 @@ def explorer_target(argv: list[str]) -> Path | None | bool:
             run = Path(args.pop(0))
     while args:
         flag = args.pop(0)
-        if flag == "--ascii" or flag.startswith("--device="):
+        if flag in ("--ascii", "--present") or flag.startswith("--device="):
             continue
         if flag == "--device" and args:
             args.pop(0)

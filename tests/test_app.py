@@ -61,7 +61,7 @@ async def test_inner_step_adapts_the_curve_and_lowers_the_support_loss():
         assert after["support_loss"][1] < after["support_loss"][0]
         assert after["predictions"][1] != before["predictions"][0]
         assert fit.draws > draws
-        assert "1 inner step" in str(fit.border_title)
+        assert "1 step · MSE" in str(fit.border_title) and "→" in str(fit.border_title)
         await pilot.press("i")
         await settled(pilot, main, lambda s: s["inner_steps_taken"] == 2, "two inner steps")
         await pilot.press("r")
@@ -460,3 +460,54 @@ async def test_the_run_is_on_screen_before_the_engine_and_early_keys_do_not_fire
         assert main.snapshot["inner_steps_taken"] == 0 and not main.running  # nothing fired later
         await pilot.press("i")
         await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step once ready")
+
+
+async def test_at_80x24_every_title_fits_and_every_curve_is_named_by_its_glyph():
+    from rich.text import Text
+
+    from maml_tui.widgets import GradientChart, InnerCurveChart
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        await pilot.press("i", "i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 2, "two inner steps")
+        await until(pilot, lambda: main.records["step"], what="the charts")
+        main.redraw(force=True)
+        await pilot.pause()
+        for widget in (main.query_one(FitPlot), main.query_one(LossChart), main.query_one(GradientChart),
+                       main.query_one(InnerCurveChart)):
+            for text in (widget.border_title, widget.border_subtitle):
+                assert Text.from_markup(str(text or "")).cell_len <= widget.size.width - 4, (widget.id, text)
+        fit = main.query_one(FitPlot)
+        assert "MSE" in str(fit.border_title) and "→" in str(fit.border_title)
+        legend = Text.from_markup(str(fit.border_subtitle)).plain
+        for glyph in ("⠒ truth", "o sup", "x q", "· θ", "• θ′"):
+            assert glyph in legend, legend
+        status = main.query_one("#status").render()
+        assert Text.from_markup(str(status)).cell_len <= 80 if isinstance(status, str) else True
+
+
+async def test_ascii_mode_gives_every_series_its_own_character():
+    app = make_app(ascii_mode=True)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await ready(pilot)
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step")
+        main.redraw(force=True)
+        await pilot.pause()
+        fit = main.query_one(FitPlot)
+        text = "".join(strip.text for strip in fit._build_strips(fit.size.width, fit.size.height))
+        assert not any(0x2800 <= ord(ch) <= 0x28FF for ch in text)
+        for mark in ("-", ".", "#", "o", "x"):
+            assert mark in text, mark
+        from rich.text import Text
+
+        assert "- truth" in Text.from_markup(str(fit.border_subtitle)).plain
+
+
+async def test_too_small_says_the_current_size():
+    app = make_app()
+    async with app.run_test(size=(70, 20)) as pilot:
+        await pilot.pause()
+        assert "70x20" in str(app.main.query_one("#too-small").render())

@@ -38,6 +38,15 @@ def test_main_screen_at_the_minimum_size(snap_compare):
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=_adapted_twice)
 
 
+def test_main_screen_large(snap_compare):
+    assert snap_compare(_app(), terminal_size=(160, 48), run_before=_adapted_twice)
+
+
+def test_main_screen_in_ascii_at_the_minimum_size(snap_compare):
+    app = ExplorerApp(EngineLink(mode="thread", device="cpu"), ascii_mode=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_adapted_twice)
+
+
 def test_help_screen(snap_compare):
     async def open_help(pilot) -> None:
         await _adapted_twice(pilot)

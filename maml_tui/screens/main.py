@@ -24,7 +24,7 @@ from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
 from maml_tui.screens.help import HelpScreen
 from maml_tui.screens.messages import MessagesScreen
 from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
-from maml_tui.widgets.plots import ADAPTED, COMPANION_COLOURS, MAGENTA
+from maml_tui.widgets.plots import legend_markup
 from maml_tui.widgets.settings import as_text
 
 MINIMUM_SIZE = (80, 24)
@@ -53,8 +53,8 @@ def _nan_for_none(value):
     return value
 
 
-def _hex(colour) -> str:
-    return colour if isinstance(colour, str) else "#%02x%02x%02x" % colour
+def _number(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else "∞"
 
 
 class MainScreen(Screen):
@@ -82,9 +82,10 @@ class MainScreen(Screen):
         Binding("q", "quit", "Quit", priority=True, tooltip="quit"),
     ]
 
-    def __init__(self, ascii_mode: bool = False) -> None:
+    def __init__(self, ascii_mode: bool = False, present: bool = False) -> None:
         super().__init__()
         self.ascii_mode = ascii_mode
+        self.present = present
         self.snapshot: dict | None = None
         self.records: dict[str, list] = {k: [] for k in ("step", "before", "after", "meta", "inner", "learned")}
         self.catalog: dict = {}
@@ -109,12 +110,12 @@ class MainScreen(Screen):
             with Vertical(id="side"):
                 yield SettingsPanel(id="settings")
                 yield AlgorithmPanel(ascii_mode=self.ascii_mode, id="algorithm-panel")
-                yield InnerCurveChart(ascii_mode=self.ascii_mode, id="curve-chart")
+                yield InnerCurveChart(ascii_mode=self.ascii_mode, present=self.present, id="curve-chart")
             with Vertical(id="plots"):
-                yield FitPlot(ascii_mode=self.ascii_mode, id="fit")
+                yield FitPlot(ascii_mode=self.ascii_mode, present=self.present, id="fit")
                 with Horizontal(id="charts"):
-                    yield LossChart(ascii_mode=self.ascii_mode, id="loss-chart")
-                    yield GradientChart(ascii_mode=self.ascii_mode, id="grad-chart")
+                    yield LossChart(ascii_mode=self.ascii_mode, present=self.present, id="loss-chart")
+                    yield GradientChart(ascii_mode=self.ascii_mode, present=self.present, id="grad-chart")
         yield Static(f"terminal too small (need {MINIMUM_SIZE[0]}x{MINIMUM_SIZE[1]})", id="too-small")
         yield StatusBar(id="status")
         yield Footer(compact=True, show_command_palette=False)  # ctrl+p still opens it; q must fit at 80 columns
@@ -122,9 +123,7 @@ class MainScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#settings").border_title = "settings"
         self.query_one("#algorithm-panel").border_title = "learned by the algorithm · a: full view"
-        self.query_one("#curve-chart").border_title = "query MSE per inner step"
-        self.query_one("#loss-chart").border_title = "log MSE [$text-muted]before[/]/[cyan]after[/]"
-        self.query_one("#grad-chart").border_title = "log ‖g‖ [#c85ae6]meta[/]/[orange]inner[/]"
+        self.titles()
         fit = self.query_one(FitPlot)
         fit.border_title = "fit"
         fit.placeholder("starting engine…")
@@ -154,12 +153,24 @@ class MainScreen(Screen):
         self.draw_fit(self.snapshot)
         self.redraw(force=True)
 
+    def titles(self) -> None:
+        """Chart titles with each series' glyph in its colour (they change with the theme)."""
+        look = self.query_one(LossChart).look
+        tight = lambda kind, label: f"[{look.hex(kind)}]{look.glyph(kind)}{label}[/]"  # noqa: E731
+        self.query_one("#curve-chart").border_title = "query MSE / inner step"
+        self.query_one("#loss-chart").border_title = f"MSE {tight('before', 'before')} {tight('after', 'after')}"
+        self.query_one("#grad-chart").border_title = f"‖g‖ {tight('meta', 'meta')} {tight('inner', 'inner')}"
+
     def on_resize(self) -> None:
         self.check_size()
 
     def check_size(self) -> None:
         width, height = self.app.size
-        self.set_class(width < MINIMUM_SIZE[0] or height < MINIMUM_SIZE[1], "too-small")
+        small = width < MINIMUM_SIZE[0] or height < MINIMUM_SIZE[1]
+        if small:
+            self.query_one("#too-small", Static).update(
+                f"terminal too small: {width}x{height}\nthe explorer needs at least {MINIMUM_SIZE[0]}x{MINIMUM_SIZE[1]}")
+        self.set_class(small, "too-small")
         self.set_class(width >= ROOMY_SIZE[0] and height >= ROOMY_SIZE[1], "roomy")
 
     # -- engine events --------------------------------------------------------------------------
@@ -271,17 +282,15 @@ class MainScreen(Screen):
     def draw_fit(self, snapshot: dict) -> None:
         self.fit_drawn_at = time.monotonic()
         fit = self.query_one(FitPlot)
-        fit.show_fit(snapshot)
+        legend = fit.show_fit(snapshot)
         taken = snapshot["inner_steps_taken"]
-        loss = snapshot["query_loss"][-1]
-        fit.border_title = (f"{snapshot['settings']['task']} #{snapshot['task_number']} · "
-                            f"{taken} inner step{'s' if taken != 1 else ''} · query MSE {loss:.3g}")
-        parts = ["[green]truth[/]", "[red]o support[/]", "[orange]x query[/]", "[#808080]θ[/]"]
-        if taken:
-            parts.append(f"[{_hex(ADAPTED[-1])}]θ′ step {taken}[/]")
-        for companion in snapshot["companions"]:
-            parts.append(f"[{_hex(COMPANION_COLOURS.get(companion['role'], 'cyan'))}]{companion['algorithm']}[/]")
-        fit.border_subtitle = " ".join(parts)
+        before, after = snapshot["query_loss"][0], snapshot["query_loss"][-1]
+        width = max(fit.size.width - 4, 20)
+        title = (f"{snapshot['settings']['task']} #{snapshot['task_number']} · {taken} step{'s' if taken != 1 else ''} · "
+                 f"MSE {_number(before)}" + (f" → {_number(after)}" if taken else ""))
+        rule = f" · θ′ = θ − {snapshot['inner_lr']:g}·∇L_support"  # the update rule, with its number
+        fit.border_title = title + (rule if len(title) + len(rule) <= width else "")
+        fit.border_subtitle = legend_markup(fit.look, legend, width)
         self.query_one(InnerCurveChart).show_curves(snapshot)
         self.draw_algorithm(snapshot)
         compare = next((c["algorithm"] for c in snapshot["companions"] if c["role"] == "compare"), None)
@@ -307,9 +316,9 @@ class MainScreen(Screen):
         r = self.records
         key = (self.records_version, len(r["step"]))
         self.query_one(LossChart).show_series(
-            [("before", r["step"], r["before"], (128, 128, 128)), ("after", r["step"], r["after"], "cyan")], key)
+            [("before", r["step"], r["before"], "before"), ("after", r["step"], r["after"], "after")], key)
         self.query_one(GradientChart).show_series(
-            [("meta", r["step"], r["meta"], MAGENTA), ("inner", r["step"], r["inner"], "orange")], key)
+            [("meta", r["step"], r["meta"], "meta"), ("inner", r["step"], r["inner"], "inner")], key)
 
     # -- actions --------------------------------------------------------------------------------
     @property

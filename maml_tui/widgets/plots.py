@@ -1,8 +1,10 @@
 """The explorer's plots, drawn with plotext through textual-plotext's ``PlotextPlot``.
 
 Each plot redraws only when it is given different data, downsamples long series to its own width,
-and keeps non-finite numbers (a diverging run) from breaking the drawing. In ``--ascii`` mode
-every series is drawn with plain characters instead of braille.
+and keeps non-finite numbers (a diverging run) from breaking the drawing. Every series has a
+glyph of its own as well as a colour (``looks.py``), in ``--ascii`` and ``--present`` too, and the
+legends show them. Losses and norms are drawn on a log scale with their real values on the axis
+(0.1, 1, 10), and outer steps with round ticks (0, 20k, 40k).
 
 ``Chart`` turns plotext's character matrix straight into Textual strips instead of going through
 an ANSI string that is parsed back (what ``PlotextPlot.render`` does): the same picture for about
@@ -21,12 +23,10 @@ from rich.style import Style
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
-TRUTH, SUPPORT, QUERY, THETA = "green", "red", "orange", (128, 128, 128)
-MAGENTA = (200, 90, 230)  # an RGB magenta: themes map the named one close to red
-COMPANION_COLOURS = {"compare": MAGENTA, "baseline": (230, 160, 40)}
-ADAPTED = [(40, 90, 160), (60, 130, 210), (80, 170, 240), (60, 200, 255)]  # older -> newest step
-ASCII_MARKERS = {"line": ".", "support": "o", "query": "x", "point": "*"}
-SHOWN_STEPS = 4  # adapted curves drawn at once: the newest steps, older ones fading
+from maml_tui.widgets.looks import Look
+
+SHOWN_STEPS = 4  # adapted curves drawn at once: the newest steps, older ones fading (normal mode only)
+ROLE_KINDS = {"compare": "compare", "baseline": "baseline"}
 
 
 def downsample(xs: Sequence[float], ys: Sequence[float], points: int) -> tuple[list[float], list[float]]:
@@ -50,9 +50,11 @@ def _clamp(values: Sequence[float], low: float, high: float) -> list[float]:
 class Chart(PlotextPlot):
     """A PlotextPlot that knows the ascii mode, skips identical redraws and counts its draws."""
 
-    def __init__(self, *, ascii_mode: bool = False, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, *, ascii_mode: bool = False, present: bool = False, id: str | None = None,
+                 classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.ascii_mode = ascii_mode
+        self.mode = "ascii" if ascii_mode else ("present" if present else "normal")
         self.draws = 0  # times new data was plotted
         self.renders = 0  # times the plot was rendered to the screen
         self._drawn_key: object = None
@@ -108,17 +110,23 @@ class Chart(PlotextPlot):
             cls._styles[key] = style
         return style
 
-    def marker(self, kind: str = "line") -> str:
-        return ASCII_MARKERS[kind] if self.ascii_mode else ("braille" if kind == "line" else {"support": "o", "query": "x", "point": "●"}[kind])
+    @property
+    def look(self) -> Look:
+        """Markers and colours for this mode on the app's current theme."""
+        try:
+            dark = self.app.current_theme.dark
+        except Exception:  # not mounted yet
+            dark = True
+        return Look(self.mode, dark)
 
     @property
     def points(self) -> int:
         """How many x positions the plot can show (braille has two per cell)."""
-        return max(8, (self.size.width - 8) * (1 if self.ascii_mode else 2))
+        return max(8, (self.size.width - 8) * (2 if self.mode == "normal" else 1))
 
     def begin(self, key: object) -> bool:
-        """Start a redraw unless ``key`` (the data and the size) is what is already drawn."""
-        key = (key, self.size.width, self.size.height)
+        """Start a redraw unless ``key`` (the data, the size and the theme) is what is already drawn."""
+        key = (key, self.size.width, self.size.height, self.look)
         if key == self._drawn_key:
             return False
         self._drawn_key = key
@@ -133,64 +141,137 @@ class Chart(PlotextPlot):
             self.refresh()
 
 
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def fit_range(snapshot: dict, lines: Sequence[Sequence[float]]) -> tuple[float, float, bool]:
+    """The fit's y-range: the truth and the points, widened to take in every drawn prediction up to
+    twice the data's span either side; True when some prediction goes beyond even that (it is then
+    drawn against the border and the legend says it is clipped)."""
+    anchors = _finite([*snapshot["truth"], *snapshot["support_y"], *snapshot["query_y"]]) or [0.0]
+    low, high = min(anchors), max(anchors)
+    span = max(high - low, 1.0)
+    values = _finite([v for line in lines for v in line])
+    low_reach, high_reach = low - 2 * span, high + 2 * span
+    clipped = any(v < low_reach or v > high_reach for v in values) or any(
+        not (isinstance(v, (int, float)) and math.isfinite(v)) for line in lines for v in line)
+    low = max(min([low, *values]), low_reach)
+    high = min(max([high, *values]), high_reach)
+    pad = 0.08 * max(high - low, 1.0)
+    return low - pad, high + pad, clipped
+
+
 class FitPlot(Chart):
     """The true function, the support and query points, theta's prediction and the adapted ones."""
 
-    def show_fit(self, snapshot: dict | None) -> None:
+    def show_fit(self, snapshot: dict | None) -> list[tuple[str, str, str]]:
+        """Draw the snapshot; returns the legend of what is drawn: (kind, label, short label)."""
         if snapshot is None:
-            return
-        if not self.begin((snapshot["step"], snapshot["task_number"], snapshot["inner_steps_taken"],
-                           snapshot["predictions"][-1][:3], tuple(c["prediction"][:3] for c in snapshot["companions"]))):
-            return
+            return []
+        look = self.look
+        predictions = snapshot["predictions"]
+        newest = len(predictions) - 1
+        companions = snapshot["companions"]
+        drawn = [predictions[0], predictions[newest], *(c["prediction"] for c in companions)]
+        low, high, clipped = fit_range(snapshot, drawn)
+        legend = [("truth", "truth", "truth"), ("support", "support", "sup"), ("query", "query", "qry"), ("theta", "θ", "θ")]
+        if newest:
+            legend.append(("adapted", f"θ′ step {newest}", f"θ′{newest}"))
+        for companion in companions:
+            legend.append((ROLE_KINDS.get(companion["role"], "compare"), companion["algorithm"], companion["algorithm"][:8]))
+        if clipped:
+            legend.append(("clipped", "clipped at the border", "clipped"))
+        if not self.begin((snapshot["step"], snapshot["task_number"], newest, predictions[-1][:3],
+                           tuple(c["prediction"][:3] for c in companions))):
+            return legend
         plt = self.plt
         x = snapshot["grid_x"]
-        truth = snapshot["truth"]
-        anchors = [*truth, *snapshot["support_y"]]
-        low, high = min(anchors), max(anchors)
-        span = max(high - low, 1.0)
-        low, high = low - 0.35 * span, high + 0.35 * span
-        line = self.marker("line")
-        plt.plot(x, truth, color=TRUTH, marker=line)
-        predictions = snapshot["predictions"]
-        plt.plot(x, _clamp(predictions[0], low, high), color=THETA, marker=line)
-        newest = len(predictions) - 1
-        for s in range(max(1, newest - SHOWN_STEPS + 1), newest + 1):
-            colour = ADAPTED[SHOWN_STEPS - 1 - (newest - s)]
-            plt.plot(x, _clamp(predictions[s], low, high), color=colour, marker=line)
-        for companion in snapshot["companions"]:
-            plt.plot(x, _clamp(companion["prediction"], low, high), color=COMPANION_COLOURS.get(companion["role"], "cyan"), marker=line)
-        plt.scatter(snapshot["query_x"], snapshot["query_y"], color=QUERY, marker=self.marker("query"))
-        plt.scatter(snapshot["support_x"], snapshot["support_y"], color=SUPPORT, marker=self.marker("support"))
+        plt.plot(x, snapshot["truth"], color=look.colour("truth"), marker=look.marker("truth"))
+        if look.fades_older_steps:
+            for s in range(max(1, newest - SHOWN_STEPS + 1), newest):
+                plt.plot(x, _clamp(predictions[s], low, high), color=look.colour("older"), marker=look.marker("older"))
+        plt.plot(x, _clamp(predictions[0], low, high), color=look.colour("theta"), marker=look.marker("theta"))
+        for companion in companions:
+            kind = ROLE_KINDS.get(companion["role"], "compare")
+            plt.plot(x, _clamp(companion["prediction"], low, high), color=look.colour(kind), marker=look.marker(kind))
+        if newest:  # drawn last of the curves: the latest step stands out on top
+            plt.plot(x, _clamp(predictions[newest], low, high), color=look.colour("adapted"), marker=look.marker("adapted"))
+        plt.scatter(snapshot["query_x"], snapshot["query_y"], color=look.colour("query"), marker=look.marker("query"))
+        plt.scatter(snapshot["support_x"], snapshot["support_y"], color=look.colour("support"), marker=look.marker("support"))
         plt.ylim(low, high)
         plt.xlim(x[0], x[-1])
         self.refresh()
+        return legend
 
 
 def _step_label(step: float) -> str:
     """A compact outer-step count for an axis: 950, 12.5k, 70k."""
     if step < 1000:
         return f"{step:.0f}"
-    return f"{step / 1000:.1f}k" if step < 10_000 else f"{step / 1000:.0f}k"
+    if step < 10_000:
+        return f"{step / 1000:.1f}".rstrip("0").rstrip(".") + "k"
+    return f"{step / 1000:.0f}k"
+
+
+def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    """Round tick positions (1, 2 or 5 times a power of ten apart) covering [low, high]."""
+    if not high > low:
+        return [low]
+    raw = (high - low) / max(count - 1, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = min((m * power for m in (1, 2, 5, 10)), key=lambda c: abs(math.log(c / raw)))  # the nearest round step
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def value_label(value: float) -> str:
+    """A loss or norm as a person reads it: 0.001, 0.05, 1, 20, 3k, 1e+06."""
+    if value >= 1e5 or value < 1e-3:
+        return f"{value:.0e}"
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks for log10 data in [low, high], labelled with the real values (0.1, 1, 10)."""
+    decades = list(range(math.floor(low), math.ceil(high) + 1))
+    positions = [float(d) for d in decades if low - 1e-9 <= d <= high + 1e-9]
+    if len(positions) < 2:  # less than a decade: 1, 2 and 5 times its powers of ten
+        positions = [math.log10(m) + d for d in decades for m in (1, 2, 5) if low - 1e-9 <= math.log10(m) + d <= high + 1e-9]
+    if len(positions) > 6:  # many decades: every other one
+        positions = positions[::2]
+    return positions, [value_label(10 ** p) for p in positions]
 
 
 class MetricChart(Chart):
-    """Named series against the outer step, on a log scale."""
+    """Named series against the outer step, on a log scale; series are (label, xs, ys, kind)."""
 
-    def show_series(self, series: list[tuple[str, Sequence[float], Sequence[float], object]], key: object) -> None:
+    def show_series(self, series: list[tuple[str, Sequence[float], Sequence[float], str]], key: object) -> None:
         if not self.begin(key):
             return
-        plt = self.plt
-        drawn, low, high = False, math.inf, -math.inf
-        for label, xs, ys, colour in series:
+        plt, look = self.plt, self.look
+        drawn, low, high, y_low, y_high = False, math.inf, -math.inf, math.inf, -math.inf
+        for _, xs, ys, kind in series:
             xs, ys = downsample(xs, [math.log10(y) if y > 0 and math.isfinite(y) else math.nan for y in ys], self.points)
             if xs:
-                plt.plot(xs, ys, color=colour, marker=self.marker("line"))
-                drawn, low, high = True, min(low, xs[0]), max(high, xs[-1])
+                plt.plot(xs, ys, color=look.colour(kind), marker=look.marker(kind))
+                drawn = True
+                low, high = min(low, xs[0]), max(high, xs[-1])
+                y_low, y_high = min(y_low, *ys), max(y_high, *ys)
         if not drawn:
             plt.title("no outer steps yet")
-        elif high > low:
-            ticks = [low + (high - low) * k / 3 for k in range(4)]
-            plt.xticks(ticks, [_step_label(t) for t in ticks])  # outer steps are counts, not floats
+        else:
+            if high > low:
+                ticks = [t for t in nice_ticks(low, high) if low <= t <= high]
+                plt.xticks(ticks, [_step_label(t) for t in ticks])  # outer steps are counts, not floats
+            if y_high - y_low < 0.3:  # a nearly flat series still gets two labelled ticks
+                y_low, y_high = y_low - 0.15, y_high + 0.15
+            plt.ylim(y_low, y_high)
+            positions, labels = log_ticks(y_low, y_high)
+            plt.yticks(positions, labels)
+            plt.xlabel("outer step")
         self.refresh()
 
 
@@ -203,26 +284,46 @@ class GradientChart(MetricChart):
 
 
 class InnerCurveChart(Chart):
-    """Query loss after 0..S inner steps on the current task (one curve per learner)."""
+    """Query loss after 0..S inner steps on the current task (one curve per learner), log scale."""
 
     def show_curves(self, snapshot: dict | None) -> None:
         if snapshot is None:
             return
-        curves = [("main", snapshot["curve"], "cyan")] + [
-            (c["algorithm"], c["curve"], COMPANION_COLOURS.get(c["role"], "cyan")) for c in snapshot["companions"]]
+        look = self.look
+        curves = [("curve", snapshot["curve"])] + [(ROLE_KINDS.get(c["role"], "compare"), c["curve"]) for c in snapshot["companions"]]
         taken = snapshot["inner_steps_taken"]
         if not self.begin((tuple(tuple(c[1]) for c in curves), taken, snapshot["settings"]["inner_steps"])):
             return
         plt = self.plt
-        finite = [v for _, curve, _ in curves for v in curve if math.isfinite(v)]
-        ceiling = max(finite) * 1.1 if finite else 1.0
-        for _, curve, colour in curves:
-            plt.plot(list(range(len(curve))), _clamp(curve, 0.0, ceiling), color=colour, marker=self.marker("line"))
+        logs = [[math.log10(v) if v > 0 and math.isfinite(v) else math.nan for v in curve] for _, curve in curves]
+        finite = [v for curve in logs for v in curve if math.isfinite(v)]
+        y_low, y_high = (min(finite), max(finite)) if finite else (-1.0, 1.0)
+        if y_high - y_low < 0.3:
+            y_low, y_high = y_low - 0.15, y_high + 0.15
+        for (kind, _), curve in zip(curves, logs):
+            steps = [s for s, v in enumerate(curve) if math.isfinite(v)]
+            plt.plot(steps, [curve[s] for s in steps], color=look.colour(kind), marker=look.marker(kind))
         trained = snapshot["settings"]["inner_steps"]
-        if 0 < trained < len(snapshot["curve"]):
-            plt.vline(trained, color=THETA)
-        if taken < len(snapshot["curve"]):
-            plt.scatter([taken], [min(snapshot["curve"][taken], ceiling)], color=ADAPTED[-1], marker=self.marker("point"))
-        plt.ylim(0.0, ceiling)
+        if 0 < trained < len(snapshot["curve"]):  # the step count meta-training used
+            plt.vline(trained, color=look.colour("trained"))
+            plt.text("trained", trained + 0.15, y_high, color=look.colour("trained"))
+        if taken < len(logs[0]) and math.isfinite(logs[0][taken]):
+            plt.scatter([taken], [logs[0][taken]], color=look.colour("point"), marker=look.marker("point"))
+        plt.ylim(y_low, y_high + 0.05 * (y_high - y_low))
+        positions, labels = log_ticks(y_low, y_high)
+        plt.yticks(positions, labels)
+        steps = len(snapshot["curve"]) - 1
+        plt.xticks(list(range(0, steps + 1, max(1, steps // 5))))
         plt.xlabel("inner steps")
         self.refresh()
+
+
+def legend_markup(look: Look, entries: Sequence[tuple[str, str, str]], width: int) -> str:
+    """The legend in at most ``width`` cells: full labels if they fit, short ones otherwise."""
+    for index in (1, 2):
+        parts = [f"[b $warning]{entry[index]}[/]" if entry[0] == "clipped" else look.legend(entry[0], entry[index])
+                 for entry in entries]
+        plain = sum(len(entry[index]) + len(look.glyph(entry[0])) + 2 for entry in entries)
+        if plain <= width or index == 2:
+            return " ".join(parts)
+    return ""
