@@ -163,6 +163,8 @@ class MainScreen(Screen):
 
     def on_resize(self) -> None:
         self.check_size()
+        # series are downsampled to the plots' widths: draw them again at the new size
+        self.charts_dirty = self.fit_dirty = bool(self.records["step"]) or self.snapshot is not None
 
     def check_size(self) -> None:
         width, height = self.app.size

@@ -135,6 +135,10 @@ class Chart(PlotextPlot):
         self.plt.clear_figure()
         return True
 
+    def label_rows(self) -> int:
+        """How many y labels fit with a free row between them (the plot is the height less its axes)."""
+        return max(2, (self.size.height - 3) // 2)
+
     def placeholder(self, text: str) -> None:
         if self.begin(("placeholder", text)):
             self.plt.title(text)
@@ -234,14 +238,16 @@ def value_label(value: float) -> str:
     return f"{value:g}"
 
 
-def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
-    """Ticks for log10 data in [low, high], labelled with the real values (0.1, 1, 10)."""
+def log_ticks(low: float, high: float, most: int = 6) -> tuple[list[float], list[str]]:
+    """At most ``most`` ticks for log10 data in [low, high], labelled with the real values (0.1, 1,
+    10). Never more than the rows can hold apart: plotext drops colliding labels, and which one
+    it keeps is not the same from one process to the next."""
     decades = list(range(math.floor(low), math.ceil(high) + 1))
     positions = [float(d) for d in decades if low - 1e-9 <= d <= high + 1e-9]
     if len(positions) < 2:  # less than a decade: 1, 2 and 5 times its powers of ten
         positions = [math.log10(m) + d for d in decades for m in (1, 2, 5) if low - 1e-9 <= math.log10(m) + d <= high + 1e-9]
-    if len(positions) > 6:  # many decades: every other one
-        positions = positions[::2]
+    if len(positions) > most >= 2:  # too many for the height: evenly spread, both ends kept
+        positions = [positions[round(i * (len(positions) - 1) / (most - 1))] for i in range(most)]
     return positions, [value_label(10 ** p) for p in positions]
 
 
@@ -269,7 +275,7 @@ class MetricChart(Chart):
             if y_high - y_low < 0.3:  # a nearly flat series still gets two labelled ticks
                 y_low, y_high = y_low - 0.15, y_high + 0.15
             plt.ylim(y_low, y_high)
-            positions, labels = log_ticks(y_low, y_high)
+            positions, labels = log_ticks(y_low, y_high, self.label_rows())
             plt.yticks(positions, labels)
             plt.xlabel("outer step")
         self.refresh()
@@ -310,7 +316,7 @@ class InnerCurveChart(Chart):
         if taken < len(logs[0]) and math.isfinite(logs[0][taken]):
             plt.scatter([taken], [logs[0][taken]], color=look.colour("point"), marker=look.marker("point"))
         plt.ylim(y_low, y_high + 0.05 * (y_high - y_low))
-        positions, labels = log_ticks(y_low, y_high)
+        positions, labels = log_ticks(y_low, y_high, self.label_rows())
         plt.yticks(positions, labels)
         steps = len(snapshot["curve"]) - 1
         plt.xticks(list(range(0, steps + 1, max(1, steps // 5))))
