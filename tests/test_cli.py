@@ -62,7 +62,7 @@ def test_eval_table_and_resume(tmp_path):
         (["eval", "/nonexistent/run"], "not a run directory"),
         (["eval", ".", "--shots", "0"], "--shots must be positive"),
         (["bench", "--seconds", "0"], "--seconds must be positive"),
-        (["--device", "cpu", "train"], "--device and --ascii go after the command"),
+        (["--device", "cpu", "train"], "--device, --ascii and --present go after the command"),
         (["train", "--resume", ".", "--algo", "anil"], "--resume continues a run with its own settings, so --algo"),
         (["train", "--out", "/proc/no-such-place/run"], "cannot write the run directory"),
     ],
