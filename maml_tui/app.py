@@ -80,8 +80,6 @@ class ExplorerApp(App):
                 continue
             yield SystemCommand(binding.description, f"{binding.tooltip} (key {binding.key_display or binding.key})",
                                 partial(main.run_action, binding.action))
-        yield SystemCommand("Open run as baseline", "open a run directory as the pretrained baseline",
-                            partial(main.action_open_run, "baseline"))
         yield SystemCommand("Help", "keys and what the picture shows (key ?)", main.action_help)
         for key, options in main.query_one(SettingsPanel).choices.items():
             for value in options:

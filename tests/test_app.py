@@ -511,3 +511,45 @@ async def test_too_small_says_the_current_size():
     async with app.run_test(size=(70, 20)) as pilot:
         await pilot.pause()
         assert "70x20" in str(app.main.query_one("#too-small").render())
+
+
+def test_the_keys_line_fits_its_width_and_keeps_help_and_quit():
+    from rich.text import Text
+
+    from maml_tui.widgets.keys import STATES, keys_line
+
+    for state in STATES:
+        for width in (79, 99, 159, 199):
+            line, shown = keys_line(state, width)
+            assert Text.from_markup(line).cell_len <= width, (state, width)
+            assert shown[-2:] == ["?", "q"]
+    wide = keys_line("ready", 199)[1]
+    for key in ("space", "i", "n", "o", "c", "p", "s", "l", "P", "m", "N", "^p"):
+        assert key in wide, key  # compare, baseline, save, open, open-baseline and palette all visible
+    assert keys_line("starting", 199)[1] == ["N", "^p", "?", "q"]
+    assert "R" in keys_line("down", 79)[1] and "i" not in keys_line("down", 199)[1]
+    assert "pause" in Text.from_markup(keys_line("running", 199)[0]).plain
+
+
+async def test_the_keys_bar_follows_the_state_and_its_keys_work():
+    from maml_tui.widgets.keys import KeysBar
+
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        main = await ready(pilot)
+        bar = main.query_one(KeysBar)
+        await until(pilot, lambda: bar.state == "ready", what="the ready keys")
+        assert {"c", "p", "s", "l", "P", "^p"} <= set(bar.shown)
+        await pilot.press("space")
+        await until(pilot, lambda: bar.state == "running", what="the running keys")
+        assert "pause" in str(bar.render())
+        await pilot.press("space")
+        await pilot.press("P")  # open a run as the baseline: a key of its own now
+        assert isinstance(app.screen, PathDialog) and "baseline" in app.screen.title_text
+        await pilot.press("escape")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        bar = main.query_one(KeysBar)
+        await until(pilot, lambda: bar.state == "ready", what="the ready keys")
+        assert bar.shown[:4] == ["space", "i", "n", "o"] and bar.shown[-2:] == ["?", "q"]

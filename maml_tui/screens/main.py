@@ -17,13 +17,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Select, Static
+from textual.widgets import Select, Static
 
 from maml_tui.screens.algorithm import AlgorithmScreen
 from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
 from maml_tui.screens.help import HelpScreen
 from maml_tui.screens.messages import MessagesScreen
 from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
+from maml_tui.widgets.keys import KeysBar
 from maml_tui.widgets.plots import legend_markup
 from maml_tui.widgets.settings import as_text
 
@@ -75,6 +76,8 @@ class MainScreen(Screen):
         Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
         Binding("s", "save", "Save", priority=True, show=False, tooltip="save a checkpoint into a run directory"),
         Binding("l", "open_run", "Open", priority=True, show=False, tooltip="open a run directory or checkpoint"),
+        Binding("P", "open_baseline", "Open baseline", priority=True, show=False,
+                tooltip="open a run directory as the pretrained baseline (drawn beside the model)"),
         Binding("R", "restart_engine", "Restart engine", priority=True, show=False,
                 tooltip="restart the engine after a crash or a failed start; it restores the model it autosaved"),
         Binding("N", "messages", "Messages", priority=True, show=False, tooltip="every message since launch, in full"),
@@ -118,7 +121,7 @@ class MainScreen(Screen):
                     yield GradientChart(ascii_mode=self.ascii_mode, present=self.present, id="grad-chart")
         yield Static(f"terminal too small (need {MINIMUM_SIZE[0]}x{MINIMUM_SIZE[1]})", id="too-small")
         yield StatusBar(id="status")
-        yield Footer(compact=True, show_command_palette=False)  # ctrl+p still opens it; q must fit at 80 columns
+        yield KeysBar(id="keys-bar")  # the keys that matter now, as many as fit
 
     def on_mount(self) -> None:
         self.query_one("#settings").border_title = "settings"
@@ -259,9 +262,21 @@ class MainScreen(Screen):
         self.app.push_screen(MessagesScreen(self.messages))
 
     # -- drawing --------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """What the explorer can do now: starting, ready, running, no model or down."""
+        if self.engine_down:
+            return "down"
+        if not self.ready:
+            return "starting"
+        if self.snapshot is None:
+            return "no model"
+        return "running" if self.running else "ready"
+
     def redraw(self, status_only: bool = False, force: bool = False) -> None:
         snapshot = self.snapshot
         status = self.query_one(StatusBar)
+        self.query_one(KeysBar).show(self.state)
         if snapshot is not None:
             state = ("running" if self.running else "paused") if self.ready else (
                 "stopped" if self.engine_down else "starting engine…")
@@ -404,6 +419,9 @@ class MainScreen(Screen):
 
         title = "Open a run directory (or checkpoint file):" if role == "main" else "Open a run as the pretrained baseline:"
         self.app.push_screen(PathDialog(title, self.last_path), chosen)
+
+    def action_open_baseline(self) -> None:
+        self.action_open_run("baseline")
 
     def action_restart_engine(self) -> None:
         if self.engine.alive and self.ready and self.snapshot is not None:
