@@ -16,6 +16,7 @@ from textual.screen import Screen
 
 from maml_tui.engine_link import EngineLink
 from maml_tui.messages import EngineDied, EngineEvents
+from maml_tui.preferences import Preferences, load_preferences, save_preferences
 from maml_tui.screens.main import BURST, MainScreen
 from maml_tui.widgets import SettingsPanel
 from maml_tui.widgets.settings import LABELS
@@ -34,13 +35,34 @@ class ExplorerApp(App):
         self.ascii_mode = ascii_mode
         self.present = present and not ascii_mode
         self.main: MainScreen | None = None
+        self.preferences, self.preferences_problem = load_preferences()
 
     def on_mount(self) -> None:
+        if self.preferences.theme in self.available_themes:
+            self.theme = self.preferences.theme
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.main = MainScreen(ascii_mode=self.ascii_mode, present=self.present)
         if self.present:
             self.main.add_class("present")
         self.push_screen(self.main)
+        if self.preferences_problem:
+            self.main.set_message(self.preferences_problem, "warning")
         self._attach()
+
+    def _theme_changed(self, theme) -> None:
+        if theme.name != self.preferences.theme:
+            self.preferences.theme = theme.name
+            self.save_preferences()
+        if self.main is not None:
+            self.main.theme_changed()
+
+    def save_preferences(self, **changes) -> None:
+        """Change some preferences and write them (a failure is a message, never a crash)."""
+        for key, value in changes.items():
+            setattr(self.preferences, key, value)
+        problem = save_preferences(self.preferences)
+        if problem and self.main is not None:
+            self.main.set_message(problem, "warning")
 
     def _attach(self) -> None:
         self.engine.attach(lambda events: self.post_message(EngineEvents(events)),
@@ -98,4 +120,4 @@ def run_explorer(run: str | Path | None = None, ascii_mode: bool = False, device
     return app.return_code or 0
 
 
-__all__ = ["BURST", "ExplorerApp", "run_explorer"]
+__all__ = ["BURST", "ExplorerApp", "Preferences", "run_explorer"]

@@ -14,6 +14,7 @@ import engine
 def _own_state_dir(tmp_path, monkeypatch):
     """The explorer's autosave and preferences go to a temporary place, never the user's home."""
     monkeypatch.setenv("MAML_TUI_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MAML_TUI_CONFIG_DIR", str(tmp_path / "config"))
 
 
 @pytest.fixture(autouse=True)

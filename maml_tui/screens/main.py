@@ -105,7 +105,8 @@ class MainScreen(Screen):
         self.fit_dirty = self.charts_dirty = False
         self.charts_drawn_at = self.fit_drawn_at = 0.0
         self.shown_settings: tuple | None = None
-        self.last_path = "runs/explorer"
+        self.remembered_source = ""  # the last opened run put among the recent ones
+        self.view_restored = False  # the compare and baseline choices of the last launch are back
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -164,6 +165,11 @@ class MainScreen(Screen):
         self.query_one("#loss-chart").border_title = f"MSE {tight('before', 'before')} {tight('after', 'after')}"
         self.query_one("#grad-chart").border_title = f"‖g‖ {tight('meta', 'meta')} {tight('inner', 'inner')}"
 
+    def theme_changed(self) -> None:
+        """Glyph colours in titles and legends follow the theme; everything is drawn again."""
+        self.titles()
+        self.charts_dirty = self.fit_dirty = bool(self.records["step"]) or self.snapshot is not None
+
     def on_resize(self) -> None:
         self.check_size()
         # series are downsampled to the plots' widths: draw them again at the new size
@@ -192,6 +198,7 @@ class MainScreen(Screen):
             elif kind == "snapshot":
                 previous, self.snapshot = self.snapshot, event["snapshot"]
                 self.running = event["running"]
+                self.remember(previous, self.snapshot)
                 self.its_per_second = event["its_per_second"]
                 if previous is None or _answer_to_a_person(previous, self.snapshot):
                     self.fit_dirty = False
@@ -216,6 +223,8 @@ class MainScreen(Screen):
                 self.set_message(f"paused: {event['message']}", "warning")
                 self.app.notify(event["message"], title="training paused", severity="warning", timeout=8)
             elif kind == "saved":
+                self.app.preferences.remember_run(event["path"])
+                self.app.save_preferences(last_save=str(event["path"]))
                 self.set_message(f"saved step {event['step']:,} to {event['path']}")
                 self.app.notify(f"saved step {event['step']:,} to {event['path']}", title="saved")
                 if self.quitting:
@@ -227,6 +236,24 @@ class MainScreen(Screen):
                 self.set_message(f"restored the autosaved model from outer step {event['step']:,} "
                                  f"(it came from {'a new model' if source == 'new model' else source})")
         self.redraw(status_only=True)
+
+    def remember(self, previous: dict | None, current: dict) -> None:
+        """Keep an opened run among the recent ones; once per launch, bring back the compare and
+        baseline choices of the last one."""
+        if self.ready and not self.view_restored:
+            self.view_restored = True
+            preferences = self.app.preferences
+            roles = {c["role"] for c in current["companions"]}
+            names = {a["name"] for a in self.catalog.get("algorithms", ())}
+            if preferences.compare in names - {current["settings"]["algorithm"]} and "compare" not in roles:
+                self.engine.send("set_companion", role="compare", algorithm=preferences.compare)
+            if preferences.baseline and "baseline" not in roles:
+                self.engine.send("set_companion", role="baseline", algorithm="pretrain")
+        source = current["source"]
+        if source != "new model" and source != self.remembered_source and self.ready:
+            self.remembered_source = source
+            self.app.preferences.remember_run(source)
+            self.app.save_preferences()
 
     def engine_died(self, exit_code: int | None) -> None:
         self.running = False
@@ -380,7 +407,8 @@ class MainScreen(Screen):
         names = [a["name"] for a in self.catalog.get("algorithms", ())]
         choices = [None, *[a for a in names if self.snapshot is None or a != self.snapshot["settings"]["algorithm"]]]
         following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
-        self.send("comparing", "set_companion", role="compare", algorithm=following)
+        if self.send("comparing", "set_companion", role="compare", algorithm=following):
+            self.app.save_preferences(compare=following)
 
     @property
     def compare_algorithm(self) -> str | None:
@@ -390,7 +418,8 @@ class MainScreen(Screen):
 
     def action_toggle_baseline(self) -> None:
         present = self.snapshot is not None and any(c["role"] == "baseline" for c in self.snapshot["companions"])
-        self.send("the baseline", "set_companion", role="baseline", algorithm=None if present else "pretrain")
+        if self.send("the baseline", "set_companion", role="baseline", algorithm=None if present else "pretrain"):
+            self.app.save_preferences(baseline=not present)
 
     def action_new_model(self) -> None:
         def answered(yes: bool | None) -> None:
@@ -405,20 +434,24 @@ class MainScreen(Screen):
     def action_save(self) -> None:
         def chosen(path: str | None) -> None:
             if path:
-                self.last_path = path
                 self.send("saving", "save", path=path)
 
-        default = f"runs/explorer-{time.strftime('%Y%m%d-%H%M%S')}"
+        last = self.app.preferences.last_save
+        folder = str(Path(last).parent) if last else "runs"
+        default = f"{folder}/explorer-{time.strftime('%Y%m%d-%H%M%S')}"
         self.app.push_screen(PathDialog("Save a checkpoint into this run directory:", default), chosen)
 
     def action_open_run(self, role: str = "main") -> None:
+        preferences = self.app.preferences
+
         def chosen(path: str | None) -> None:
             if path:
-                self.last_path = path
+                self.app.save_preferences(last_open=path)
                 self.send("opening a run", "load", path=path, role=role)
 
         title = "Open a run directory (or checkpoint file):" if role == "main" else "Open a run as the pretrained baseline:"
-        self.app.push_screen(PathDialog(title, self.last_path), chosen)
+        default = preferences.last_open or (preferences.recent_runs[0] if preferences.recent_runs else "runs/")
+        self.app.push_screen(PathDialog(title, default, recent=preferences.recent_runs), chosen)
 
     def action_open_baseline(self) -> None:
         self.action_open_run("baseline")
@@ -472,7 +505,8 @@ class MainScreen(Screen):
         if key == "compare":
             if value == (self.compare_algorithm or "off"):
                 return
-            self.send("comparing", "set_companion", role="compare", algorithm=None if value == "off" else value)
+            if self.send("comparing", "set_companion", role="compare", algorithm=None if value == "off" else value):
+                self.app.save_preferences(compare=None if value == "off" else value)
             return
         current = as_text(self.snapshot["settings"][key])
         if current == value:
