@@ -26,6 +26,7 @@ import torch
 from engine import registry
 from engine.checkpoint import RunDirectory
 from engine.config import RunConfig
+from engine.tasks import TaskBatch
 from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
 
 CURVE_STEPS = 10  # the loss-per-inner-step curve always reaches at least this many steps
@@ -71,6 +72,20 @@ class CompanionSnapshot:
 
 
 @dataclass(frozen=True)
+class BatchTask:
+    """One task of the meta-batch, for the small multiples: theta's fit and the adapted one."""
+
+    task_params: dict[str, float]
+    support_x: tuple[float, ...]
+    support_y: tuple[float, ...]
+    truth: tuple[float, ...]  # on the snapshot's grid_x
+    before: tuple[float, ...]  # theta's prediction
+    after: tuple[float, ...]  # after the training's inner steps on this task's support set
+    loss_before: float  # query MSE
+    loss_after: float
+
+
+@dataclass(frozen=True)
 class ExplorerSnapshot:
     """Everything the explorer draws, as plain numbers."""
 
@@ -95,6 +110,8 @@ class ExplorerSnapshot:
     algorithm_view: tuple[dict, ...] = field(default_factory=tuple)  # the algorithm's own state, as small tables
     fresh_settings: tuple[str, ...] = FRESH_SETTINGS  # changing one of these starts a new model
     unsaved_steps: int = 0  # outer steps trained since the model was saved or opened
+    batch_tasks: tuple[BatchTask, ...] = field(default_factory=tuple)  # a few tasks of the meta-batch, when asked for
+    batch_source: str = ""  # "last" (the meta-batch of the last outer step) or "next" (one like it, before any)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins only (what crosses the process boundary)."""
@@ -171,6 +188,8 @@ class ExplorerSession:
         self.saved_step: int | None = learner.step if source != "new model" else None
         self.records: list[OuterRecord] = list(records or [])
         self.companions: dict[str, MetaLearner] = {}
+        self.last_batch = None  # the meta-batch of the last outer step (for the small multiples)
+        self.batch_count = 0  # how many of its tasks each snapshot shows (0: none; the panel is closed)
         self.inner_steps_taken = 0
         self.task_number = 0
         self._restore_point: list[dict] | None = None  # state at the last finite check
@@ -238,12 +257,14 @@ class ExplorerSession:
         metrics = None
         while done < count:
             last = done + 1 == count or (seconds is not None and time.perf_counter() - start >= seconds)
-            metrics = self.learner.outer_step(metrics=last and record)
+            batch = self.learner.sample_batch()  # what outer_step draws itself; kept for the small multiples
+            metrics = self.learner.outer_step(metrics=last and record, batch=batch)
             for companion in self.companions.values():
                 companion.outer_step(metrics=False)
             done += 1
             if last:
                 break
+        self.last_batch = batch
         if not record:
             return []
         assert metrics is not None
@@ -399,6 +420,33 @@ class ExplorerSession:
             self.companions[role] = learner
 
     # -- the picture ----------------------------------------------------------------------------
+    def batch_view(self, count: int) -> tuple[str, tuple[BatchTask, ...]]:
+        """Up to ``count`` tasks of the last outer step's meta-batch (before any, of a meta-batch
+        drawn like the next one), each fitted by theta and after the training's inner steps."""
+        source, batch = "last", self.last_batch
+        if batch is None or batch.x_support.shape[1] != self.config.train.shots:
+            train = self.config.train
+            generator = torch.Generator(device=self.learner.device).manual_seed(20_011 + train.seed)
+            source, batch = "next", self.learner.family.sample(train.meta_batch_size, train.shots, train.query, generator)
+        count = min(count, batch.num_tasks)
+        tasks = TaskBatch(batch.x_support[:count], batch.y_support[:count], batch.x_query[:count], batch.y_query[:count],
+                          {k: v[:count] for k, v in batch.params.items()})
+        steps = self.config.algo.inner_steps
+        learner = self.learner
+        history = learner.algorithm.adapt(learner.parameters(), tasks.x_support, tasks.y_support, steps, tasks.x_query, tasks.y_query)
+        grid = self.grid.expand(count, -1, -1)
+        with torch.no_grad():
+            before = learner.model.forward(history.params[0], grid)
+            after = learner.model.forward(history.params[-1], grid)
+            truth = learner.family.truth(grid, tasks.params)
+            losses_before, losses_after = history.query_loss[0].reshape(-1), history.query_loss[-1].reshape(-1)
+        return source, tuple(BatchTask(
+            task_params={k: float(v[t]) for k, v in tasks.params.items()},
+            support_x=_floats(tasks.x_support[t]), support_y=_floats(tasks.y_support[t]),
+            truth=_floats(truth[t]), before=_floats(before[t]), after=_floats(after[t]),
+            loss_before=float(losses_before[t]), loss_after=float(losses_after[t]),
+        ) for t in range(count))
+
     def snapshot(self) -> ExplorerSnapshot:
         """The current state as plain numbers."""
         taken = self.inner_steps_taken
@@ -440,6 +488,7 @@ class ExplorerSession:
             algorithm_view=view,
             fresh_settings=self.fresh_settings,
             unsaved_steps=self.unsaved_steps,
+            **dict(zip(("batch_source", "batch_tasks"), self.batch_view(self.batch_count))) if self.batch_count else {},
         )
 
 

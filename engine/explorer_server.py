@@ -24,7 +24,7 @@ CHUNK_SECONDS = 0.02  # training time between two looks at the command queue
 RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
 AUTOSAVE_SECONDS = 5.0  # training time between two automatic checkpoints of the current model
 MODEL_CHANGES = ("set_settings", "new_model", "load")  # commands after which the autosave is rewritten
-NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash")  # what works while no model is open
+NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash", "batch_view")  # what works while no model is open
 
 def serve(commands, events, run: str | None = None, device: str = "auto", snapshot_rate: float = 4.0,
           quiet: bool = False, parent_pid: int | None = None, autosave: str | None = None,
@@ -62,6 +62,7 @@ class Server:
         self.last_record = 0.0
         self.rate_window: list[tuple[float, int]] = []  # (time, step) for meta-it/s
         self.its_per_second = 0.0
+        self.batch_count = 0  # tasks of the meta-batch each snapshot carries (the small multiples, when open)
 
     def send(self, kind: str, **data: Any) -> None:
         self.events.put({"kind": kind, **data})
@@ -168,6 +169,8 @@ class Server:
                 session.load(arguments["path"], arguments.get("role", "main"))
                 if arguments.get("role", "main") == "main":
                     self.send_records(reset=True)
+            elif name == "batch_view":  # the small multiples: how many tasks of the meta-batch to send (0: none)
+                self.batch_count = max(0, min(int(arguments.get("count", 0)), 12))
             elif name == "snapshot":
                 pass
             elif name == "crash":  # a test hook: the engine process dies without a word
@@ -249,24 +252,42 @@ class Server:
             return
         self.send_records()
         busy = self.running or self.steps_left > 0
+        self.session.batch_count = self.batch_count
         self.send("snapshot", snapshot=self.session.snapshot().to_dict(), running=busy,
-                  its_per_second=self.its_per_second if busy else 0.0)
+                  its_per_second=self.its_per_second if busy else 0.0, memory=device_memory(self.session.learner.device))
         self.dirty = self.urgent = False
         self.last_sent = time.perf_counter()
 
 
 def _device_name(device) -> str:
-    """A GPU's name and memory, for the explorer's status line; the plain device name otherwise."""
+    """A GPU's name, for the explorer's status line; the plain device name otherwise."""
     try:
         import torch
 
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
-            total = torch.cuda.get_device_properties(index).total_memory / 2**30
-            return f"{torch.cuda.get_device_name(index)} ({total:.0f} GiB)"
+            return torch.cuda.get_device_name(index)
     except Exception:
         pass
     return str(device)
+
+
+def device_memory(device) -> tuple[float, float] | None:
+    """(GiB this process holds on the accelerator, GiB it has) on a GPU; None on the CPU.
+
+    "Holds" is what PyTorch's caching allocator has reserved: what other programs on the GPU
+    cannot use, the number ``nvidia-smi`` shows for this process (less the CUDA context)."""
+    try:
+        import torch
+
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            return torch.cuda.memory_reserved(index) / 2**30, torch.cuda.get_device_properties(index).total_memory / 2**30
+        if device.type == "mps":
+            return torch.mps.driver_allocated_memory() / 2**30, torch.mps.recommended_max_memory() / 2**30
+    except Exception:
+        pass
+    return None
 
 
 def _warm_up() -> None:

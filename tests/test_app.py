@@ -553,3 +553,105 @@ async def test_the_keys_bar_follows_the_state_and_its_keys_work():
         bar = main.query_one(KeysBar)
         await until(pilot, lambda: bar.state == "ready", what="the ready keys")
         assert bar.shown[:4] == ["space", "i", "n", "o"] and bar.shown[-2:] == ["?", "q"]
+
+
+def test_device_memory_is_none_on_the_cpu():
+    import torch
+
+    from engine.explorer_server import device_memory
+
+    assert device_memory(torch.device("cpu")) is None
+
+
+async def test_on_a_gpu_the_status_shows_its_name_and_the_memory_in_use():
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        assert "GiB" not in str(main.query_one("#status").render())  # the CPU: no memory figure
+        main.apply_events([{**main.engine_info, "kind": "ready", "device_name": "NVIDIA H200"},
+                           {"kind": "snapshot", "snapshot": main.snapshot, "running": False, "its_per_second": 0.0,
+                            "memory": [1.234, 139.8]}])  # as the engine reports them on a GPU box
+        main.redraw(force=True)
+        await pilot.pause()
+        status = str(main.query_one("#status").render())
+        assert "NVIDIA H200" in status and "1.2/140 GiB" in status and "step 70,000" in status
+
+
+async def test_companions_say_they_train_side_by_side_and_how_far_they_have_got():
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        await pilot.press("c")
+        snapshot = await settled(pilot, main, lambda s: len(s["companions"]) == 1, "a compared algorithm")
+        compared = snapshot["companions"][0]["algorithm"]
+        await until(pilot, lambda: "side by side" in main.message, what="the announcement")
+        assert compared in main.message and "a fresh model" in main.message
+        panel = main.query_one(SettingsPanel)
+        assert f"{compared} 0 steps" in str(panel.border_subtitle)
+        await pilot.press("o", "o", "o")
+        await settled(pilot, main, lambda s: s["companions"][0]["step"] == 3, "three outer steps for the companion too")
+        assert f"{compared} 3 steps" in str(panel.border_subtitle)
+        assert f"{compared} @3" in str(main.query_one(FitPlot).border_subtitle) or compared[:8] in str(main.query_one(FitPlot).border_subtitle)
+        await pilot.press("p")
+        await settled(pilot, main, lambda s: len(s["companions"]) == 2, "the baseline")
+        await until(pilot, lambda: "pretrained baseline" in main.message, what="the baseline's announcement")
+        subtitle = str(panel.border_subtitle)
+        assert len(subtitle) <= 28 and "pretrain" in subtitle and compared in subtitle
+
+
+async def test_an_open_dropdown_is_a_titled_box_over_the_labels():
+    from textual.widgets._select import SelectOverlay
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        select = main.query_one("#setting-shots", Select)
+        select.focus()
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        overlay = select.query_one(SelectOverlay)
+        panel = main.query_one(SettingsPanel)
+        assert select.expanded and overlay.border_title == "shots"
+        label = select.parent.query_one("Label")
+        # the list covers the label column, so no option reads as a label's value ("model maml")
+        assert overlay.region.x <= label.region.x and overlay.region.right <= panel.region.right
+        await pilot.press("escape")
+
+
+async def test_t_shows_small_multiples_of_the_meta_batch_live():
+    from maml_tui.screens import BatchScreen
+    from maml_tui.widgets import TaskPlot
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        await pilot.press("t")
+        assert isinstance(app.screen, BatchScreen)
+        await until(pilot, lambda: len(main.snapshot.get("batch_tasks") or ()) == 4, what="four tasks of the meta-batch")
+        await pilot.pause(0.4)
+        screen = app.screen
+        plots = list(screen.query(TaskPlot))
+        assert len(plots) == 4 and all(p.draws for p in plots)  # 2x2 at 80x24
+        assert all("MSE" in str(p.border_title) and "→" in str(p.border_title) for p in plots)
+        title = str(screen.query_one("#batch-title").render())
+        assert "4 of 25 tasks" in title and "no outer step yet" in title
+        first = main.snapshot["batch_tasks"][0]["task_params"]
+        await pilot.press("o")  # trains from here: the panel follows the new meta-batch
+        await settled(pilot, main, lambda s: s["step"] == 70_001 and s.get("batch_source") == "last", "an outer step")
+        await pilot.pause(0.4)
+        assert "outer step 70,001" in str(screen.query_one("#batch-title").render())
+        assert main.snapshot["batch_tasks"][0]["task_params"] != first
+        assert "θ′ after 1 step" in str(screen.query_one("#batch-legend").render())
+        await pilot.press("escape")
+        assert app.screen is main
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1 and not s.get("batch_tasks"), "snapshots without the batch")
+    app = make_app(ascii_mode=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        main = await ready(pilot)
+        await pilot.press("t")
+        await until(pilot, lambda: len(main.snapshot.get("batch_tasks") or ()) == 9, what="nine tasks")
+        await pilot.pause(0.4)
+        plot = app.screen.query(TaskPlot).first()
+        text = "".join(strip.text for strip in plot._build_strips(plot.size.width, plot.size.height))
+        assert not any(0x2800 <= ord(ch) <= 0x28FF for ch in text) and "#" in text and "o" in text

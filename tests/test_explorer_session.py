@@ -253,3 +253,38 @@ def test_the_autosave_keeps_the_model_and_where_it_came_from(tmp_path):
     assert session.unsaved_steps == 0 and (tmp_path / "mine" / "preview.json").is_file()
     session.outer_steps(2)
     assert session.unsaved_steps == 2
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHM_NAMES)
+def test_the_meta_batch_view_shows_the_last_outer_steps_tasks_adapted_one_by_one(algorithm):
+    config = small_config(name=algorithm)
+    session = ExplorerSession.open(config=config, device="cpu")
+    source, tasks = session.batch_view(3)
+    assert source == "next" and len(tasks) == 3
+    twin = MetaLearner(config, "cpu")  # the same seed draws the same meta-batches
+    session.outer_steps(1)
+    expected = twin.sample_batch()
+    source, tasks = session.batch_view(9)
+    assert source == "last" and len(tasks) == 4  # never more than the meta-batch holds
+    learner = session.learner
+    for t, task in enumerate(tasks):
+        assert task.task_params == {k: float(v[t]) for k, v in expected.params.items()}
+        assert task.support_x == tuple(float(v) for v in expected.x_support[t].reshape(-1))
+        # an independent answer: this task alone, adapted by the algorithm from the current theta
+        alone = learner.algorithm.adapt(learner.parameters(), expected.x_support[t], expected.y_support[t],
+                                        config.algo.inner_steps, expected.x_query[t], expected.y_query[t])
+        assert math.isclose(task.loss_before, float(alone.query_loss[0].mean()), rel_tol=1e-5, abs_tol=1e-7)
+        assert math.isclose(task.loss_after, float(alone.query_loss[-1].mean()), rel_tol=1e-5, abs_tol=1e-7)
+        assert len(task.before) == len(task.after) == len(task.truth) == len(session.snapshot().grid_x)
+
+
+def test_watching_the_meta_batch_does_not_change_training():
+    watched, plain = (ExplorerSession.open(config=small_config(), device="cpu") for _ in range(2))
+    watched.batch_count = 4
+    for _ in range(5):
+        watched.outer_steps(1)
+        assert len(watched.snapshot().batch_tasks) == 4
+        plain.outer_steps(1)
+    assert plain.snapshot().batch_tasks == ()
+    for name, value in watched.learner.params.items():
+        assert torch.equal(value, plain.learner.params[name]), name

@@ -9,9 +9,10 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
-INTRO = ("[b]maml-tui explorer[/b]: theta (grey) is the meta-learned start; each inner step adapts it to the "
-         "support points (red o) of the current task, giving theta' (blue, older steps fade). Query points "
-         "(orange x) measure the fit. Outer steps improve theta across many tasks.")
+INTRO = ("[b]maml-tui explorer[/b]: θ (drawn ·) is the meta-learned start; each inner step adapts it to the "
+         "support points (o) of the current task, giving θ′ (•, the latest step on top; older steps fade). Query "
+         "points (x) measure the fit; the truth is the line (- in --ascii). Outer steps improve θ across many tasks "
+         "at once (t shows a few of them). Every series has its own glyph as well as its colour; the legends name them.")
 OUTRO = ("Pick settings in the left panel (mouse or tab) or from the command palette (ctrl+p), which lists every "
          "action and setting, and themes. Changing the algorithm or the model asks before it starts a new model.")
 

@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Select, Static
 
 from maml_tui.screens.algorithm import AlgorithmScreen
+from maml_tui.screens.batch import BatchScreen
 from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
 from maml_tui.screens.help import HelpScreen
 from maml_tui.screens.messages import MessagesScreen
@@ -54,6 +55,24 @@ def _nan_for_none(value):
     return value
 
 
+def side_by_side(companions, width: int) -> str:
+    """Under the settings: which models train beside the main one and their outer steps."""
+    if not companions:
+        return ""
+    levels = (("side by side: ", True, lambda n: f"{n:,} steps"), ("beside: ", True, lambda n: f"@{n:,}"),
+              ("", False, lambda n: f"@{n:,}"), ("", False, lambda n: f"@{_short_count(n)}"))
+    for prefix, say_baseline, steps in levels:
+        names = [("baseline " if c["role"] == "baseline" and say_baseline else "") + c["algorithm"] for c in companions]
+        text = prefix + ", ".join(f"{name} {steps(c['step'])}" for name, c in zip(names, companions))
+        if len(text) <= width:
+            return text
+    return text[: width - 1] + "…"
+
+
+def _short_count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+
+
 def _number(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "∞"
 
@@ -73,6 +92,8 @@ class MainScreen(Screen):
         Binding("p", "toggle_baseline", "Baseline", priority=True, show=False, tooltip="train the pretrained baseline side by side (toggle)"),
         Binding("a", "algorithm_view", "Algorithm", priority=True, show=False,
                 tooltip="what the algorithm itself learns, live: MAML++'s rate per layer and step, CAVIA's context, Alpha-MAML's rates"),
+        Binding("t", "batch_view", "Meta-batch", priority=True, show=False,
+                tooltip="small multiples: a few tasks of the meta-batch, each before and after its inner steps, live"),
         Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
         Binding("s", "save", "Save", priority=True, show=False, tooltip="save a checkpoint into a run directory"),
         Binding("l", "open_run", "Open", priority=True, show=False, tooltip="open a run directory or checkpoint"),
@@ -101,6 +122,7 @@ class MainScreen(Screen):
         self.messages: list[tuple[float, str, str]] = []  # (time, severity, text): every message since launch
         self.quitting = False  # waiting for a save to finish before quitting
         self.engine_info: dict = {}
+        self.memory: tuple[float, float] | None = None  # GiB held of the GPU and its size (None on the CPU)
         self.message = ""
         self.fit_dirty = self.charts_dirty = False
         self.charts_drawn_at = self.fit_drawn_at = 0.0
@@ -199,7 +221,10 @@ class MainScreen(Screen):
                 previous, self.snapshot = self.snapshot, event["snapshot"]
                 self.running = event["running"]
                 self.remember(previous, self.snapshot)
+                if previous is not None and self.ready:
+                    self.announce_companions(previous, self.snapshot)
                 self.its_per_second = event["its_per_second"]
+                self.memory = event.get("memory")
                 if previous is None or _answer_to_a_person(previous, self.snapshot):
                     self.fit_dirty = False
                     self.draw_fit(self.snapshot)  # draw now: someone pressed a key for this
@@ -236,6 +261,20 @@ class MainScreen(Screen):
                 self.set_message(f"restored the autosaved model from outer step {event['step']:,} "
                                  f"(it came from {'a new model' if source == 'new model' else source})")
         self.redraw(status_only=True)
+
+    def announce_companions(self, previous: dict | None, current: dict) -> None:
+        """Say so when a model starts training side by side (and what it is), or stops."""
+        before = {c["role"]: c for c in previous["companions"]} if previous is not None else {}
+        now = {c["role"]: c for c in current["companions"]}
+        for role, companion in now.items():
+            if role in before and before[role]["algorithm"] == companion["algorithm"]:
+                continue
+            start = "a fresh model" if companion["step"] == 0 else f"from outer step {companion['step']:,}"
+            who = "the pretrained baseline" if role == "baseline" else f"{companion['algorithm']}"
+            self.set_message(f"{who} ({start}) now trains side by side with {current['settings']['algorithm']} on the "
+                             "same meta-batches; space trains both, and its step count is under the settings")
+        for role in before.keys() - now.keys():
+            self.set_message(f"the {'baseline' if role == 'baseline' else 'compared model'} is gone")
 
     def remember(self, previous: dict | None, current: dict) -> None:
         """Keep an opened run among the recent ones; once per launch, bring back the compare and
@@ -309,6 +348,7 @@ class MainScreen(Screen):
                 "stopped" if self.engine_down else "starting engine…")
             unsaved = snapshot.get("unsaved_steps", 0)
             status.update_status(device=self.engine_info.get("device_name") or self.engine_info.get("device", "…"),
+                                 memory=tuple(self.memory) if self.memory else None,
                                  algorithm=snapshot["settings"]["algorithm"], step=snapshot["step"],
                                  its=self.its_per_second if self.running else None, state=state,
                                  saved="unsaved" if snapshot["source"] == "new model" and unsaved == 0 and snapshot["step"] == 0
@@ -338,6 +378,7 @@ class MainScreen(Screen):
         self.query_one(InnerCurveChart).show_curves(snapshot)
         self.draw_algorithm(snapshot)
         compare = next((c["algorithm"] for c in snapshot["companions"] if c["role"] == "compare"), None)
+        self.query_one(SettingsPanel).border_subtitle = side_by_side(snapshot["companions"], 28 if not self.has_class("roomy") else 42)
         shown = (tuple(snapshot["settings"].items()), compare)
         if shown != self.shown_settings:
             self.shown_settings = shown
@@ -472,6 +513,14 @@ class MainScreen(Screen):
             self.set_message("the engine is not ready yet")
             return
         self.app.push_screen(AlgorithmScreen(self, self.ascii_mode))
+
+    def action_batch_view(self) -> None:
+        if self.snapshot is None or not self.ready:
+            self.send("the meta-batch view", "snapshot")  # says why (starting, down) when it cannot
+            if self.snapshot is None and self.ready:
+                self.set_message("no model is open: l opens a run, m starts a new one")
+            return
+        self.app.push_screen(BatchScreen(self, self.ascii_mode, self.present))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.BINDINGS))

@@ -183,7 +183,8 @@ class FitPlot(Chart):
         if newest:
             legend.append(("adapted", f"θ′ step {newest}", f"θ′{newest}"))
         for companion in companions:
-            legend.append((ROLE_KINDS.get(companion["role"], "compare"), companion["algorithm"], companion["algorithm"][:8]))
+            legend.append((ROLE_KINDS.get(companion["role"], "compare"), f"{companion['algorithm']} @{companion['step']:,}",
+                           companion["algorithm"][:8]))
         if clipped:
             legend.append(("clipped", "clipped at the border", "clipped"))
         if not self.begin((snapshot["step"], snapshot["task_number"], newest, predictions[-1][:3],
@@ -207,6 +208,29 @@ class FitPlot(Chart):
         plt.xlim(x[0], x[-1])
         self.refresh()
         return legend
+
+
+class TaskPlot(Chart):
+    """One task of the meta-batch (the small multiples): truth, support points, theta and theta'."""
+
+    def show_task(self, grid_x: Sequence[float], task: dict) -> bool:
+        """Draw ``task`` (an engine ``BatchTask``); True when something was plotted anew."""
+        look = self.look
+        low, high, _ = fit_range({"truth": task["truth"], "support_y": task["support_y"], "query_y": []},
+                                 [task["before"], task["after"]])
+        if not self.begin((tuple(task["support_x"][:3]), tuple(task["after"][:4]), tuple(task["before"][:4]))):
+            return False
+        plt = self.plt
+        plt.plot(grid_x, task["truth"], color=look.colour("truth"), marker=look.marker("truth"))
+        plt.plot(grid_x, _clamp(task["before"], low, high), color=look.colour("theta"), marker=look.marker("theta"))
+        plt.plot(grid_x, _clamp(task["after"], low, high), color=look.colour("adapted"), marker=look.marker("adapted"))
+        plt.scatter(task["support_x"], task["support_y"], color=look.colour("support"), marker=look.marker("support"))
+        plt.ylim(low, high)
+        plt.xlim(grid_x[0], grid_x[-1])
+        plt.xticks([])
+        plt.yticks([])
+        self.refresh()
+        return True
 
 
 def _step_label(step: float) -> str:

@@ -58,6 +58,12 @@ class SettingsPanel(Vertical):
                 yield Select([(o, o) for o in options], value=Select.NULL, allow_blank=True, prompt="…",
                              compact=True, type_to_search=False, id=f"setting-{key}")
 
+    def on_mount(self) -> None:
+        from textual.widgets._select import SelectOverlay  # the open list; titled so it reads as "shots: 1 2 3"
+
+        for key in CHOICES:
+            self.query_one(f"#setting-{key}", Select).query_one(SelectOverlay).border_title = LABELS[key]
+
     def set_catalog(self, catalog: dict) -> None:
         """Offer the task families and algorithms the engine has."""
         self.choices = choices_from(catalog)

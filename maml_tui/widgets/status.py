@@ -1,4 +1,4 @@
-"""The one-line status bar: device, algorithm, outer step, meta-it/s, run state and the last message."""
+"""The one-line status bar: device (and its memory in use on a GPU), algorithm, outer step, meta-it/s, run state and the last message."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class StatusBar(Static):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id, markup=True)
         self.fields: dict = {}
-        self.update_status(device="…", algorithm="…", step=None, its=None, state="starting engine…",
+        self.update_status(device="…", memory=None, algorithm="…", step=None, its=None, state="starting engine…",
                            saved="", message="", severity="information")
 
     def update_status(self, **changes) -> None:
@@ -20,7 +20,11 @@ class StatusBar(Static):
             return
         self.fields.update(changes)
         f = self.fields
-        parts = [f"[b]{escape(str(f['device']))}[/b]", escape(str(f["algorithm"]))]
+        parts = [f"[b]{escape(str(f['device']))}[/b]"]
+        if f["memory"]:  # on a GPU: what this process holds of it
+            used, total = f["memory"]
+            parts.append(f"{used:.1f}/{total:.0f} GiB")
+        parts.append(escape(str(f["algorithm"])))
         parts.append("step —" if f["step"] is None else f"step {f['step']:,}")
         parts.append("— meta-it/s" if not f["its"] else f"{f['its']:,.0f} meta-it/s")
         state = f["state"]
