@@ -40,10 +40,14 @@ MARKS = {  # what each moment looks like in the terminal's output stream
 }
 
 
+STATE: dict[str, str] = {}
+
+
 def launch(size: tuple[int, int], timeout: float, command: list[str]) -> dict[str, float]:
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(size[0]), "LINES": str(size[1])}
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(size[0]), "LINES": str(size[1]),
+           **STATE}  # the user's preferences and autosave stay out of it
     start = time.perf_counter()
     process = subprocess.Popen(command, stdin=child, stdout=child, stderr=child, env=env, close_fds=True,
                                start_new_session=True)
@@ -78,6 +82,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "startup.json")
     args = parser.parse_args()
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="maml-tui-startup-")
+    STATE.update(MAML_TUI_CONFIG_DIR=f"{scratch}/config", MAML_TUI_STATE_DIR=f"{scratch}/state")
     command = [sys.executable, "-m", "maml_tui"]
     runs = []
     for index in range(args.launches):
@@ -86,8 +94,10 @@ def main() -> None:
         print(f"launch {index + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seen.items()), flush=True)
     medians = {name: statistics.median(r[name] for r in runs if name in r) for name in MARKS
                if any(name in r for r in runs)}
-    document = {"size": list(args.size), "launches": args.launches, "machine": platform.machine(),
-                "cpu_count": os.cpu_count(), "median_seconds": medians, "runs": runs}
+    document = {"what": "seconds from launching the explorer on the shipped run to each moment (median of fresh processes)",
+                "command": "python benchmarks/startup.py --launches 5", "size": list(args.size), "launches": args.launches,
+                "machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                "median_seconds": medians, "runs": runs}
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print("median: " + ", ".join(f"{k} {v:.2f} s" for k, v in medians.items()))
 

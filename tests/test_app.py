@@ -395,7 +395,8 @@ async def test_quitting_with_unsaved_training_asks_save_discard_or_cancel(tmp_pa
     run = tmp_path / "kept"
     async with app.run_test(size=SIZE) as pilot:
         main = await ready(pilot)
-        assert "saved" in str(main.query_one("#status").render()) and "unsaved" not in str(main.query_one("#status").render())
+        status = str(main.query_one("#status").render())
+        assert "saved in sinusoid-maml" in status and "unsaved" not in status  # where the model is kept
         await pilot.press("o")
         await settled(pilot, main, lambda s: s["unsaved_steps"] == 1, "one unsaved outer step")
         await pilot.press("q")
@@ -409,6 +410,15 @@ async def test_quitting_with_unsaved_training_asks_save_discard_or_cancel(tmp_pa
         await pilot.press("enter")
         await until(pilot, lambda: not app.is_running, what="the quit after saving")
     assert (run / "checkpoint.pt").is_file() and (run / "preview.json").is_file()
+
+
+def test_the_status_says_where_the_model_is_kept_or_how_much_is_unsaved():
+    from maml_tui.screens.main import saved_text
+
+    assert saved_text("/runs/sine-a", 0, 500) == "saved in sine-a"
+    assert saved_text("/runs/sine-a", 12, 512) == "12 unsaved"
+    assert saved_text("new model", 0, 0) == "new model, unsaved"
+    assert saved_text("new model", 40, 40) == "40 unsaved"
 
 
 class HeldEngine(EngineLink):

@@ -55,6 +55,16 @@ def _nan_for_none(value):
     return value
 
 
+def saved_text(source: str, unsaved: int, step: int) -> str:
+    """The status's word on the model: "N unsaved" (outer steps trained since it was saved or
+    opened), or where it is kept ("saved in sinusoid-maml")."""
+    if unsaved or (source == "new model" and step > 0):
+        return f"{unsaved:,} unsaved"
+    if source == "new model":
+        return "new model, unsaved"
+    return f"saved in {Path(source).name or source}"
+
+
 def side_by_side(companions, width: int) -> str:
     """Under the settings: which models train beside the main one and their outer steps."""
     if not companions:
@@ -351,8 +361,7 @@ class MainScreen(Screen):
                                  memory=tuple(self.memory) if self.memory else None,
                                  algorithm=snapshot["settings"]["algorithm"], step=snapshot["step"],
                                  its=self.its_per_second if self.running else None, state=state,
-                                 saved="unsaved" if snapshot["source"] == "new model" and unsaved == 0 and snapshot["step"] == 0
-                                 else (f"{unsaved:,} unsaved" if unsaved else "saved"))
+                                 saved=saved_text(snapshot["source"], unsaved, snapshot["step"]))
         if status_only and not force:
             return
         if self.fit_dirty and snapshot is not None and (force or time.monotonic() - self.fit_drawn_at >= FIT_INTERVAL):
