@@ -86,7 +86,7 @@ async def explorer(seconds: float, size=(160, 48)) -> dict:
     ui_latency, round_trip = [], []
     async with app.run_test(size=size) as pilot:
         main = app.main
-        while main is None or main.snapshot is None:
+        while main is None or main.snapshot is None or not main.ready:  # the preview is drawn before the engine is up
             await pilot.pause(0.05)
             main = app.main
         await pilot.press("space")
@@ -115,7 +115,7 @@ async def explorer(seconds: float, size=(160, 48)) -> dict:
             else:  # the round trip: an inner step comes back from the engine and is drawn
                 taken = main.snapshot["inner_steps_taken"]
                 press(app, "i", "i")
-                while f"{taken + 1} inner step" not in str(fit.border_title):
+                while f"· {taken + 1} step" not in str(fit.border_title):
                     await asyncio.sleep(0.001)
                 round_trip.append(time.perf_counter() - t0)
             next_probe = time.perf_counter() + PROBE_INTERVAL / 2
@@ -132,6 +132,7 @@ async def explorer(seconds: float, size=(160, 48)) -> dict:
         }
         await pilot.press("space")
         await pilot.press("q")
+        await pilot.press("d")  # the training is unsaved: discard it (the dialog asks)
     return result
 
 

@@ -17,7 +17,7 @@ from textual.containers import Grid, Vertical
 from textual.screen import Screen
 from textual.widgets import Static
 
-from maml_tui.widgets.plots import TaskPlot, legend_markup
+from maml_tui.widgets.plots import TaskPlot, legend_markup, set_border
 
 MOST = 9
 
@@ -88,7 +88,7 @@ class BatchScreen(Screen[None]):
                      "the outer step averages their query losses")
         for plot, task in zip(plots, tasks):
             plot.show_task(snapshot["grid_x"], task)
-            plot.border_title = f"MSE {_number(task['loss_before'])} → {_number(task['loss_after'])}"
+            set_border(plot, title=f"MSE {_number(task['loss_before'])} → {_number(task['loss_after'])}")
         for plot in plots[len(tasks):]:
             plot.placeholder("")
         look = plots[0].look if plots else None

@@ -27,6 +27,7 @@ from maml_tui.screens.messages import MessagesScreen
 from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
 from maml_tui.widgets.keys import KeysBar
 from maml_tui.widgets.plots import legend_markup
+from maml_tui.widgets.plots import set_border as _border
 from maml_tui.widgets.settings import as_text
 
 MINIMUM_SIZE = (80, 24)
@@ -135,7 +136,8 @@ class MainScreen(Screen):
         self.memory: tuple[float, float] | None = None  # GiB held of the GPU and its size (None on the CPU)
         self.message = ""
         self.fit_dirty = self.charts_dirty = False
-        self.charts_drawn_at = self.fit_drawn_at = 0.0
+        self.charts_drawn_at = self.fit_drawn_at = self.curve_drawn_at = 0.0
+        self.curve_taken = -1
         self.shown_settings: tuple | None = None
         self.remembered_source = ""  # the last opened run put among the recent ones
         self.view_restored = False  # the compare and baseline choices of the last launch are back
@@ -382,12 +384,17 @@ class MainScreen(Screen):
         title = (f"{snapshot['settings']['task']} #{snapshot['task_number']} · {taken} step{'s' if taken != 1 else ''} · "
                  f"MSE {_number(before)}" + (f" → {_number(after)}" if taken else ""))
         rule = f" · θ′ = θ − {snapshot['inner_lr']:g}·∇L_support"  # the update rule, with its number
-        fit.border_title = title + (rule if len(title) + len(rule) <= width else "")
-        fit.border_subtitle = legend_markup(fit.look, legend, width)
-        self.query_one(InnerCurveChart).show_curves(snapshot)
+        _border(fit, title=title + (rule if len(title) + len(rule) <= width else ""),
+                subtitle=legend_markup(fit.look, legend, width))
+        now = time.monotonic()
+        if not (self.running and self.ready) or now - self.curve_drawn_at >= CHART_INTERVAL or snapshot["inner_steps_taken"] != self.curve_taken:
+            # while training the curve moves with every outer step: once a second is enough (the
+            # fit keeps its five); an answer to a key is drawn at once
+            self.curve_drawn_at, self.curve_taken = now, snapshot["inner_steps_taken"]
+            self.query_one(InnerCurveChart).show_curves(snapshot)
         self.draw_algorithm(snapshot)
         compare = next((c["algorithm"] for c in snapshot["companions"] if c["role"] == "compare"), None)
-        self.query_one(SettingsPanel).border_subtitle = side_by_side(snapshot["companions"], 28 if not self.has_class("roomy") else 42)
+        _border(self.query_one(SettingsPanel), subtitle=side_by_side(snapshot["companions"], 28 if not self.has_class("roomy") else 42))
         shown = (tuple(snapshot["settings"].items()), compare)
         if shown != self.shown_settings:
             self.shown_settings = shown
@@ -402,7 +409,7 @@ class MainScreen(Screen):
     def draw_algorithm(self, snapshot: dict) -> None:
         view = snapshot.get("algorithm_view") or ()
         self.set_class(bool(view), "has-algorithm-view")
-        self.query_one(InnerCurveChart).border_subtitle = "a: what it learned" if view and not self.has_class("roomy") else ""
+        _border(self.query_one(InnerCurveChart), subtitle="a: what it learned" if view and not self.has_class("roomy") else "")
         if view and self.has_class("roomy"):
             self.query_one(AlgorithmPanel).show(view, self.learned_history())
 

@@ -145,6 +145,16 @@ class Chart(PlotextPlot):
             self.refresh()
 
 
+def set_border(widget, title: str | None = None, subtitle: str | None = None) -> None:
+    """Set a border title or subtitle only when it changes: Textual repaints the whole widget on
+    every assignment, which while training (five fit draws a second) costs the engine CPU."""
+    shown = widget.__dict__.setdefault("_borders_shown", {})
+    for name, value in (("border_title", title), ("border_subtitle", subtitle)):
+        if value is not None and shown.get(name) != value:
+            shown[name] = value
+            setattr(widget, name, value)
+
+
 def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
