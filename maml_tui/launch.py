@@ -75,12 +75,15 @@ def frame(run: Path | None, columns: int, lines: int) -> str:
         left = body[index - 1] if index - 1 < len(body) else ("╰" + "─" * (side - 2) + "╯" if index - 1 == len(body) else " " * side)
         rows[index] = left + "│" + " " * (right - 2) + "│"
     name = "a new model" if run is None else ("the shipped MAML run" if run == SHIPPED_RUN else run.name)
-    message = f"opening {name}: starting the interface and the engine…"[: right - 4]
-    middle = max(1, (lines - 2) // 2)
-    rows[middle] = rows[middle][: side + 1] + message.center(right - 2) + "│"
+    import textwrap
+
+    message = textwrap.wrap(f"opening {name}: starting the interface and the engine…", max(right - 4, 6))
+    middle = max(1, (lines - 2) // 2 - len(message) // 2)
+    for offset, text in enumerate(message[: max(lines - 4 - middle, 1)]):
+        rows[middle + offset] = rows[middle + offset][: side + 1] + text.center(right - 2) + "│"
     rows[lines - 3] = rows[lines - 3][:side] + "╰" + "─" * (right - 2) + "╯"
     rows[lines - 2] = (" …  " + (f"step {step:,} · " if step is not None else "") + "starting engine…")[:columns]
-    rows[lines - 1] = " q Quit"
+    rows[lines - 1] = " ? help q quit"
     return "\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J" + "\r\n".join(row[:columns] for row in rows)
 
 

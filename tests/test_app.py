@@ -595,7 +595,7 @@ async def test_companions_say_they_train_side_by_side_and_how_far_they_have_got(
         snapshot = await settled(pilot, main, lambda s: len(s["companions"]) == 1, "a compared algorithm")
         compared = snapshot["companions"][0]["algorithm"]
         await until(pilot, lambda: "side by side" in main.message, what="the announcement")
-        assert compared in main.message and "a fresh model" in main.message
+        assert compared in main.message and "from scratch" in main.message
         panel = main.query_one(SettingsPanel)
         assert f"{compared} 0 steps" in str(panel.border_subtitle)
         await pilot.press("o", "o", "o")
@@ -665,3 +665,24 @@ async def test_t_shows_small_multiples_of_the_meta_batch_live():
         plot = app.screen.query(TaskPlot).first()
         text = "".join(strip.text for strip in plot._build_strips(plot.size.width, plot.size.height))
         assert not any(0x2800 <= ord(ch) <= 0x28FF for ch in text) and "#" in text and "o" in text
+
+
+async def test_a_long_message_never_runs_off_the_status_line():
+    from textual.content import Content
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        main = await ready(pilot)
+        status = main.query_one("#status")
+        short = "saved step 3 to runs/x"
+        main.set_message(short)
+        await pilot.pause()
+        line = Content.from_markup(status.line(80)).plain
+        assert short in line and "maml" in line and len(line) <= 80  # room for everything
+        long = "could not open runs/broken: its config.json is corrupt (Expecting property name enclosed in double quotes)"
+        main.set_message(long, "error")
+        await pilot.pause()
+        line = Content.from_markup(status.line(80)).plain
+        assert len(line) <= 80 and line.startswith("step 70,000 · paused") and line.endswith("N: in full")
+        line = Content.from_markup(status.line(200)).plain
+        assert long in line and len(line) <= 200

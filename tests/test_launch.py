@@ -23,6 +23,9 @@ def test_the_first_frame_shows_the_runs_own_settings_and_step():
         assert words in text, words
     assert text.startswith("\x1b[?1049h")  # the alternate screen, which Textual then takes over
     assert text.count("\r\n") == 23
+    plain = text.split("\x1b[2J", 1)[1]
+    assert all(len(row) <= 80 for row in plain.split("\r\n"))
+    assert "starting the" in plain and "interface and the engine…" in plain  # wrapped, not cut at 80 columns
 
 
 def test_the_cli_still_answers_through_the_entry_point():

@@ -281,10 +281,9 @@ class MainScreen(Screen):
         for role, companion in now.items():
             if role in before and before[role]["algorithm"] == companion["algorithm"]:
                 continue
-            start = "a fresh model" if companion["step"] == 0 else f"from outer step {companion['step']:,}"
+            start = "from scratch" if companion["step"] == 0 else f"from outer step {companion['step']:,}"
             who = "the pretrained baseline" if role == "baseline" else f"{companion['algorithm']}"
-            self.set_message(f"{who} ({start}) now trains side by side with {current['settings']['algorithm']} on the "
-                             "same meta-batches; space trains both, and its step count is under the settings")
+            self.set_message(f"{who} trains side by side {start} on the same meta-batches (its steps: under the settings)")
         for role in before.keys() - now.keys():
             self.set_message(f"the {'baseline' if role == 'baseline' else 'compared model'} is gone")
 

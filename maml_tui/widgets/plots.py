@@ -239,6 +239,7 @@ class TaskPlot(Chart):
         plt.xlim(grid_x[0], grid_x[-1])
         plt.xticks([])
         plt.yticks([])
+        plt.frame(False)  # small multiples: every cell for the curves
         self.refresh()
         return True
 
