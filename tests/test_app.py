@@ -134,7 +134,7 @@ async def test_help_screen_opens_and_closes():
         await ready(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        text = str(app.screen.query_one("#keys").render())
+        text = " ".join(str(row.render()) for row in app.screen.query(".help-text"))
         for words in ("inner gradient step", "reset the adaptation", "new task", "meta-update", "run or pause"):
             assert words in text
         await pilot.press("escape")
@@ -686,3 +686,26 @@ async def test_a_long_message_never_runs_off_the_status_line():
         assert len(line) <= 80 and line.startswith("step 70,000 · paused") and line.endswith("N: in full")
         line = Content.from_markup(status.line(200)).plain
         assert long in line and len(line) <= 200
+
+
+async def test_at_80x24_the_legend_names_every_curve_with_compare_and_baseline_on():
+    from rich.text import Text
+
+    from maml_tui.preferences import preferences_path
+
+    for ascii_mode in (False, True):
+        preferences_path().unlink(missing_ok=True)  # the first launch's compare and baseline would come back
+        app = make_app(ascii_mode=ascii_mode)
+        async with app.run_test(size=(80, 24)) as pilot:
+            main = await ready(pilot)
+            await pilot.press("c")
+            await settled(pilot, main, lambda s: len(s["companions"]) == 1, "the compared model")
+            await pilot.press("p", "i", "i")
+            await settled(pilot, main, lambda s: len(s["companions"]) == 2 and s["inner_steps_taken"] == 2,
+                          lambda: f"both companions and two steps, not {[c['role'] for c in main.snapshot['companions']]}, "
+                                  f"{main.snapshot['inner_steps_taken']} steps")
+            fit = main.query_one(FitPlot)
+            legend = Text.from_markup(str(fit.border_subtitle)).plain
+            assert len(legend) <= fit.size.width - 4, legend
+            for name in ("truth", "θ′", main.compare_algorithm[:6], "pretrain"):
+                assert name in legend, (name, legend)

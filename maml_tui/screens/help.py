@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -42,11 +42,14 @@ class HelpScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         width = max(len(keys) for keys, _ in self.rows)
-        table = "\n".join(f"  [b $accent]{escape(keys):>{width}}[/]  {escape(text)}" for keys, text in self.rows)
         with VerticalScroll(classes="dialog", id="help"):
             yield Static("[dim]escape, ? or q closes this help[/]", classes="hint")
             yield Static(INTRO, classes="intro")
-            yield Static(table, id="keys")
+            with Vertical(id="keys"):
+                for keys, text in self.rows:  # a key and its text side by side: a wrapped line keeps its indent
+                    with Horizontal(classes="help-row"):
+                        yield Static(f"[b $accent]{escape(keys):>{width}}[/]", classes="help-key")
+                        yield Static(escape(text), classes="help-text")
             yield Static(OUTRO, classes="intro")
 
     def action_close(self) -> None:

@@ -360,11 +360,11 @@ class InnerCurveChart(Chart):
 
 
 def legend_markup(look: Look, entries: Sequence[tuple[str, str, str]], width: int) -> str:
-    """The legend in at most ``width`` cells: full labels if they fit, short ones otherwise."""
-    for index in (1, 2):
-        parts = [f"[b $warning]{entry[index]}[/]" if entry[0] == "clipped" else look.legend(entry[0], entry[index])
-                 for entry in entries]
-        plain = sum(len(entry[index]) + len(look.glyph(entry[0])) + 2 for entry in entries)
-        if plain <= width or index == 2:
-            return " ".join(parts)
+    """The legend in at most ``width`` cells: full labels if they fit, short ones otherwise, and
+    short ones set tight against their glyphs (``-truth osup``) when even those do not."""
+    for index, gap in ((1, " "), (2, " "), (2, "")):
+        plain = sum(len(entry[index]) + len(look.glyph(entry[0])) + len(gap) + 1 for entry in entries) - 1
+        if plain <= width or gap == "":
+            return " ".join(f"[b $warning]{entry[index]}[/]" if entry[0] == "clipped"
+                            else f"[{look.hex(entry[0])}]{look.glyph(entry[0])}{gap}{entry[index]}[/]" for entry in entries)
     return ""
