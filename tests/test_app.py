@@ -709,3 +709,15 @@ async def test_at_80x24_the_legend_names_every_curve_with_compare_and_baseline_o
             assert len(legend) <= fit.size.width - 4, legend
             for name in ("truth", "θ′", main.compare_algorithm[:6], "pretrain"):
                 assert name in legend, (name, legend)
+
+
+async def test_with_room_the_fit_title_gives_the_update_rule_and_the_support_loss_it_lowers():
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        main = await ready(pilot)
+        await pilot.press("i")
+        snapshot = await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step")
+        title = str(main.query_one(FitPlot).border_title)
+        assert "θ′ = θ − 0.001·∇L_support" in title
+        before, after = snapshot["support_loss"]
+        assert f"L_support {before:.3g} → {after:.3g}" in title and after < before

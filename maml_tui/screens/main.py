@@ -383,7 +383,13 @@ class MainScreen(Screen):
         title = (f"{snapshot['settings']['task']} #{snapshot['task_number']} · {taken} step{'s' if taken != 1 else ''} · "
                  f"MSE {_number(before)}" + (f" → {_number(after)}" if taken else ""))
         rule = f" · θ′ = θ − {snapshot['inner_lr']:g}·∇L_support"  # the update rule, with its number
-        _border(fit, title=title + (rule if len(title) + len(rule) <= width else ""),
+        support = snapshot["support_loss"]
+        if taken:  # and what it does to the loss it descends
+            rule_and_loss = rule + f", L_support {_number(support[0])} → {_number(support[-1])}"
+        else:
+            rule_and_loss = rule + f", L_support {_number(support[0])}"
+        rule = next((r for r in (rule_and_loss, rule) if len(title) + len(r) <= width), "")
+        _border(fit, title=title + rule,
                 subtitle=legend_markup(fit.look, legend, width))
         now = time.monotonic()
         if not (self.running and self.ready) or now - self.curve_drawn_at >= CHART_INTERVAL or snapshot["inner_steps_taken"] != self.curve_taken:
