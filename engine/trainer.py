@@ -126,10 +126,17 @@ class MetaLearner:
         """A learner restored from a run directory (or checkpoint file), ready to step or evaluate."""
         from engine.checkpoint import load_run
 
+        from engine.checkpoint import RunError
+
         target = resolve_device(device)
         config, state = load_run(path, target)
         learner = cls(config, target, threads)
-        learner.load_state_dict(state)
+        try:
+            learner.load_state_dict(state)
+        except RunError:
+            raise
+        except ValueError as error:  # the checkpoint does not fit the model its config describes
+            raise RunError(f"the checkpoint in {path} cannot be used: {error}") from None
         return learner
 
     def sample_batch(self) -> TaskBatch:
@@ -231,7 +238,73 @@ class MetaLearner:
             "buffers": {n: v.detach().clone() for n, v in self.buffers.items()},
         }
 
+    def _optimizer_order(self) -> list[torch.Tensor]:
+        """The parameters in the order the outer Adam numbers them (grouped by outer-rate scale)."""
+        scales = self.algorithm.outer_lr_scales()
+        groups: dict[float, list[torch.Tensor]] = {}
+        for name, value in self.params.items():
+            groups.setdefault(float(scales.get(name, 1.0)), []).append(value)
+        return [value for values in groups.values() for value in values]
+
+    def check_state(self, state: dict) -> None:
+        """Refuse a state (a checkpoint's) that does not fit this learner, before any of it is used:
+        one sentence naming the first thing wrong. What torch's loaders do not check (Adam moments of
+        the wrong shape corrupt memory in the fused kernel) is checked here."""
+        if not isinstance(state, dict):
+            raise ValueError("the state is not a mapping")
+        step = state.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+            raise ValueError(f"its step {step!r} is not a whole number between 0 and {MAX_STEP:,}")
+        params = state.get("params")
+        if not isinstance(params, dict):
+            raise ValueError("its parameters are not a mapping of names to tensors")
+        for name, value in params.items():
+            if not torch.is_tensor(value) or not value.is_floating_point():
+                raise ValueError(f"parameter {name} is not a real floating-point tensor")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"parameter {name} is not finite")
+        optimizer = state.get("optimizer") or {}
+        if optimizer:
+            if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict) or not isinstance(optimizer.get("param_groups"), list):
+                raise ValueError("its optimizer state is not an Adam state (state and param_groups)")
+            order = self._optimizer_order()
+            counted = sum(len(g.get("params", ())) if isinstance(g, dict) else 0 for g in optimizer["param_groups"])
+            if counted != len(order):
+                raise ValueError(f"its optimizer state covers {counted} parameters; this model has {len(order)}")
+            for group in optimizer["param_groups"]:
+                for key in ("lr", "eps", "weight_decay"):
+                    if key in group and not (isinstance(group[key], (int, float)) and math.isfinite(group[key]) and group[key] >= 0):
+                        raise ValueError(f"its optimizer's {key} {group[key]!r} is not a finite non-negative number")
+            for index, entry in optimizer["state"].items():
+                if not isinstance(index, int) or not 0 <= index < len(order) or not isinstance(entry, dict):
+                    raise ValueError(f"its optimizer state has an entry {index!r} for no parameter")
+                for key in ("exp_avg", "exp_avg_sq"):
+                    moment = entry.get(key)
+                    if not torch.is_tensor(moment) or not moment.is_floating_point() or tuple(moment.shape) != tuple(order[index].shape):
+                        raise ValueError(f"its optimizer's {key} for parameter {index} is not a real tensor of shape {tuple(order[index].shape)}")
+                    if not torch.isfinite(moment).all() or (key == "exp_avg_sq" and (moment < 0).any()):
+                        raise ValueError(f"its optimizer's {key} for parameter {index} is not finite (or is negative)")
+                count = entry.get("step")
+                value = float(count) if torch.is_tensor(count) and count.numel() == 1 and not count.is_complex() else count
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                    raise ValueError(f"its optimizer's step count for parameter {index} is not a finite non-negative number")
+        rng = state.get("rng") or {}
+        if not isinstance(rng, dict):
+            raise ValueError("its random-number state is not a mapping")
+        if "tasks" in rng and rng.get("device") == self.device.type:
+            tasks = rng["tasks"]
+            expected = self.generator.get_state()
+            if not torch.is_tensor(tasks) or tasks.dtype != torch.uint8 or tasks.shape != expected.shape:
+                raise ValueError(f"its random-number state is not a byte tensor of {expected.numel()} entries")
+        buffers = state.get("buffers") or {}
+        if not isinstance(buffers, dict):
+            raise ValueError("its algorithm buffers are not a mapping")
+        for name, value in buffers.items():
+            if not torch.is_tensor(value) or not value.is_floating_point() or not torch.isfinite(value).all():
+                raise ValueError(f"its algorithm buffer {name} is not a finite real tensor")
+
     def load_state_dict(self, state: dict) -> None:
+        self.check_state(state)
         missing = set(self.params) - set(state["params"])
         if missing:
             raise ValueError(f"the checkpoint lacks parameters {sorted(missing)}; it was made for another model or algorithm")
@@ -254,6 +327,9 @@ class MetaLearner:
         # scalars stay on the CPU (reading them needs no device sync, and float64 works on every device)
         self.buffers = {n: v if v.dim() == 0 else v.to(self.device) for n, v in (state.get("buffers") or {}).items()}
         self.step = int(state["step"])
+
+
+MAX_STEP = 10**12  # beyond any real run (30 years at a thousand meta-it/s); a bigger count is a corrupt file
 
 
 # -- the headless run ---------------------------------------------------------------------------
@@ -294,7 +370,16 @@ def train(
         stored = run.load_config()
         config = stored if steps is None else stored.replace(train={"steps": steps})
         learner = MetaLearner(config, device, threads, backend)
-        learner.load_state_dict(run.load_checkpoint(map_location=learner.device))
+        try:
+            learner.load_state_dict(run.load_checkpoint(map_location=learner.device))
+        except checkpoint.RunError:
+            raise
+        except ValueError as error:  # the checkpoint does not fit the model its config describes
+            raise checkpoint.RunError(f"the checkpoint in {run.path} cannot be used: {error}") from None
+        if steps is not None and steps <= learner.step:  # refused before any file is touched
+            raise checkpoint.RunError(
+                f"{run.path} is already at outer step {learner.step:,}, so --steps {steps:,} asks for nothing; give a "
+                f"target beyond it, or resume without --steps to finish its own target ({stored.train.steps:,})")
         run.truncate_metrics(learner.step)
         if steps is not None:
             run.write_config(config)  # the new target survives a later plain --resume

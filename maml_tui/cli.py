@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine import registry  # names only: it imports no torch, so --help stays fast
@@ -34,7 +35,7 @@ errors = Console(stderr=True, soft_wrap=True)
 def fail(message: str, code: int = 1) -> None:
     """End the command with one clear sentence on stderr."""
     message = message[0].upper() + message[1:] if message else message
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # user text (paths, names) is text
     raise typer.Exit(code)
 
 
@@ -210,11 +211,11 @@ def train(
     except OSError as error:
         fail(f"cannot write the run directory {run_dir}: {error.strerror or error}")
     if quiet:
-        console.print(str(run_dir), highlight=False)
+        typer.echo(str(run_dir))  # for scripts: the path alone, never wrapped or styled
     else:
-        console.print(f"{end.message}: step {end.step:,} of {end.total:,}. Run directory: [bold]{run_dir}[/]")
+        console.print(f"{escape(end.message)}: step {end.step:,} of {end.total:,}. Run directory: [bold]{escape(str(run_dir))}[/]")
     if end.message == "interrupted":
-        errors.print(f"Interrupted; resume with: maml-tui train --resume {run_dir}", highlight=False)
+        errors.print(f"Interrupted; resume with: maml-tui train --resume {escape(str(run_dir))}", highlight=False)
         raise typer.Exit(130)
 
 
@@ -266,7 +267,7 @@ def evaluate_runs(
                         "mean ± 95% CI, median, tasks diverged", title_justify="left")
     table.add_column("step", justify="right")
     for run, result in results:
-        name = f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}"
+        name = escape(f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}")
         table.add_column(f"{name}\nmean ± CI", justify="right")
         table.add_column("median", justify="right")
         table.add_column("div.", justify="right")
@@ -279,7 +280,7 @@ def evaluate_runs(
         table.add_row(str(index), *cells)
     console.print(table)
     if any(any(result.diverged) for _, result in results):
-        console.print(f"A task counts as diverged when {results[0][1].diverged_rule}.", highlight=False)
+        console.print(escape(f"A task counts as diverged when {results[0][1].diverged_rule}."), highlight=False)
 
 
 # -- bench ---------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -36,7 +38,7 @@ class TrainProgress:
         if event.kind == "start":
             self.task = self.progress.add_task("meta-training", total=event.total, completed=event.step,
                                                speed="", losses="starting")
-            self.progress.console.print(f"run directory: {event.message}", highlight=False)
+            self.progress.console.print(f"run directory: {escape(event.message)}", highlight=False)
         elif event.kind == "log" and self.task is not None:
             m = event.metrics
             self.progress.update(

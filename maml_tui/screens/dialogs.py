@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -126,7 +127,7 @@ class PathDialog(ModalScreen[str | None]):
             yield Input(self.value, placeholder="run directory", id="path", suggester=PathSuggester())
             if self.recent:
                 yield Label("recent runs (↓ to pick):", classes="hint")
-                yield OptionList(*[Option(path, id=str(index)) for index, path in enumerate(self.recent)], id="recent")
+                yield OptionList(*[Option(Text(path), id=str(index)) for index, path in enumerate(self.recent)], id="recent")
             yield Label("tab: complete · enter: ok · escape: cancel", classes="hint")
 
     def on_mount(self) -> None:

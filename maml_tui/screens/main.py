@@ -247,7 +247,7 @@ class MainScreen(Screen):
             elif kind == "error":
                 self.running = self.quitting = False
                 self.set_message(event["message"], "error")
-                self.app.notify(event["message"], title="engine error", severity="error", timeout=8)
+                self.app.notify(event["message"], title="engine error", severity="error", timeout=8, markup=False)
                 if event.get("no_model"):  # the run could not be opened; the engine waits for another
                     self.snapshot = None
                     self.query_one(FitPlot).placeholder("no model open: l opens a run, m starts a new one, N shows why")
@@ -258,12 +258,12 @@ class MainScreen(Screen):
             elif kind == "diverged":
                 self.running = False
                 self.set_message(f"paused: {event['message']}", "warning")
-                self.app.notify(event["message"], title="training paused", severity="warning", timeout=8)
+                self.app.notify(event["message"], title="training paused", severity="warning", timeout=8, markup=False)
             elif kind == "saved":
                 self.app.preferences.remember_run(event["path"])
                 self.app.save_preferences(last_save=str(event["path"]))
                 self.set_message(f"saved step {event['step']:,} to {event['path']}")
-                self.app.notify(f"saved step {event['step']:,} to {event['path']}", title="saved")
+                self.app.notify(f"saved step {event['step']:,} to {event['path']}", title="saved", markup=False)
                 if self.quitting:
                     self.app.exit()
             elif kind == "autosaved":
@@ -313,7 +313,7 @@ class MainScreen(Screen):
         self.set_message(text, "error")
         self.query_one(StatusBar).update_status(state="stopped")
         self.query_one(FitPlot).placeholder("engine stopped: press R to restart")
-        self.app.notify(text, title="engine crashed", severity="error", timeout=10)
+        self.app.notify(text, title="engine crashed", severity="error", timeout=10, markup=False)
 
     def add_records(self, records: list[dict], reset: bool) -> None:
         if reset:

@@ -1,0 +1,155 @@
+"""Hostile and broken files (issue 8): a checkpoint whose contents do not fit the model its config
+describes is refused with one sentence naming the file and the first thing wrong, before any of it
+reaches torch (Adam moments of the wrong shape corrupted memory in the fused kernel), and the file
+is left byte-identical; a resume that asks for nothing is refused before any file is touched."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from engine.checkpoint import RunDirectory, RunError
+from engine.config import RunConfig
+from engine.trainer import MetaLearner, train
+
+
+def tiny_run(path, algo: str = "maml", steps: int = 20):
+    config = RunConfig().replace(model={"hidden": (8, 8)}, algo={"name": algo},
+                                 train={"steps": steps, "meta_batch_size": 2, "shots": 3, "query": 3,
+                                        "log_every": 10, "checkpoint_every": 10})
+    train(config, path, device="cpu")
+    return path
+
+
+def digest(path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir()) if f.is_file()}
+
+
+def corrupt(run, change) -> None:
+    path = RunDirectory(run).checkpoint_path
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+
+
+def _first_moment(payload):
+    return next(iter(payload["optimizer"]["state"].values()))
+
+
+CASES = {
+    "Adam moment of the wrong shape": (lambda p: _first_moment(p).update(exp_avg=torch.zeros(3, 3)), "exp_avg for parameter"),
+    "Adam second moment NaN": (lambda p: _first_moment(p)["exp_avg_sq"].fill_(float("nan")), "exp_avg_sq for parameter"),
+    "Adam second moment negative": (lambda p: _first_moment(p)["exp_avg_sq"].fill_(-1.0), "negative"),
+    "Adam moment a string": (lambda p: _first_moment(p).update(exp_avg="x"), "exp_avg for parameter"),
+    "Adam step infinite": (lambda p: _first_moment(p).update(step=torch.tensor(float("inf"))), "step count"),
+    "Adam covers too few parameters": (lambda p: p["optimizer"]["param_groups"][0]["params"].pop(), "covers"),
+    "Adam rate NaN": (lambda p: p["optimizer"]["param_groups"][0].update(lr=float("nan")), "lr"),
+    "negative step": (lambda p: p.update(step=-5), "step -5"),
+    "huge step": (lambda p: p.update(step=10**30), "is not a whole number"),
+    "float step": (lambda p: p.update(step=3.5), "is not a whole number"),
+    "complex parameter": (lambda p: p["params"].update({"layer0.weight": torch.zeros(8, 1, dtype=torch.complex64)}), "layer0.weight"),
+    "RNG state of the wrong size": (lambda p: p["rng"].update(tasks=torch.zeros(7, dtype=torch.uint8)), "random-number state"),
+    "RNG state a string": (lambda p: p.update(rng="seed"), "random-number state"),
+}
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("good") / "run")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_checkpoint_that_does_not_fit_is_refused_in_one_sentence_and_left_as_it_was(good_run, tmp_path, case):
+    import shutil
+
+    change, words = CASES[case]
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    corrupt(run, change)
+    before = digest(run)
+    with pytest.raises(RunError) as caught:
+        MetaLearner.from_run(run, "cpu")
+    message = str(caught.value)
+    assert str(run) in message and words in message and "\n" not in message, message
+    with pytest.raises(RunError):
+        train(RunConfig(), run, device="cpu", resume=True)
+    assert digest(run) == before  # a refused resume touches nothing
+
+
+def test_the_cli_refuses_a_corrupt_adam_state_with_one_sentence_and_no_traceback(good_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    corrupt(run, CASES["Adam moment of the wrong shape"][0])
+    before = digest(run)
+    for command in (["train", "--resume", str(run), "--steps", "40"], ["eval", str(run), "--tasks", "4"]):
+        done = subprocess.run([sys.executable, "-m", "maml_tui", *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0, command
+        output = done.stdout + done.stderr
+        assert "Traceback" not in output and "exp_avg" in output, output
+    assert digest(run) == before
+
+
+def test_a_resume_to_a_step_already_reached_is_refused_and_changes_nothing(good_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    before = digest(run)
+    for steps in (5, 20):
+        with pytest.raises(RunError) as caught:
+            train(RunConfig(), run, device="cpu", resume=True, steps=steps)
+        assert "already at outer step 20" in str(caught.value) and "finish its own target (20)" in str(caught.value)
+    assert digest(run) == before
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--resume", str(run), "--steps", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "already at outer step 20" in done.stdout + done.stderr
+    assert digest(run) == before
+
+
+def test_a_good_checkpoint_still_loads_and_resumes(good_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    learner = MetaLearner.from_run(run, "cpu")
+    assert learner.step == 20
+    train(RunConfig(), run, device="cpu", resume=True, steps=30)
+    assert MetaLearner.from_run(run, "cpu").step == 30
+
+
+def test_user_text_is_never_read_as_markup(tmp_path):
+    run = tmp_path / "[bold]runs[red]" / "odd[/]end"  # "[/]" spans two directories: "odd[" and "]end"
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--out", str(run), "--steps", "3", "--hidden", "4",
+                           "--meta-batch", "2", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and str(run) in done.stdout, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--out", str(run), "--steps", "3"],
+                          capture_output=True, text=True, timeout=120)  # refused: it exists; the path printed as typed
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "[bold]runs[red]/odd[/]end" in done.stderr, done.stderr
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "eval", str(run), "--tasks", "3"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})  # wide enough that no header wraps
+    assert done.returncode == 0 and "]end" in done.stdout, done.stdout + done.stderr
+
+
+async def test_the_explorer_shows_a_path_with_brackets_as_it_is(tmp_path):
+    from test_app import make_app, ready, until
+
+    odd = tmp_path / "[/]not [bold]a run"
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        main = await ready(pilot)
+        await pilot.press("l")
+        app.screen.query_one("#path").value = str(odd)
+        await pilot.press("enter")
+        await until(pilot, lambda: "[/]not [bold]a run" in main.message, what="the error naming the path")
+        await pilot.pause(0.3)  # the notification and the status line drew it without a markup error
+        assert app.is_running
+        await pilot.press("N")
+        assert "[/]not [bold]a run" in str(app.screen.query_one("#message-list").render())
