@@ -332,6 +332,44 @@ class MetaLearner:
 MAX_STEP = 10**12  # beyond any real run (30 years at a thousand meta-it/s); a bigger count is a corrupt file
 
 
+class Probe:
+    """A fixed meta-batch, drawn once from its own stream (training's is untouched), on which every
+    checkpoint about to be written is measured: the query loss after the algorithm's inner steps.
+    A state whose loss is not finite, has exploded, or has grown far beyond the run's start (more
+    than ``GROWTH`` times, and by more than ``MARGIN``) is not kept."""
+
+    GROWTH = 20.0
+    MARGIN = 1.0
+    TASKS = 25
+
+    def __init__(self, learner: "MetaLearner"):
+        train = learner.config.train
+        generator = torch.Generator(device=learner.device).manual_seed(7_919 + train.seed)
+        self.batch = learner.family.sample(self.TASKS, train.shots, train.query, generator)
+        self.start = self.losses(learner)[1]
+
+    def losses(self, learner: "MetaLearner") -> tuple[float, float]:
+        """The probe's mean query loss at theta and after the algorithm's inner steps."""
+        batch = self.batch
+        history = learner.algorithm.adapt(learner.parameters(), batch.x_support, batch.y_support, None,
+                                          batch.x_query, batch.y_query, keep_params=False)
+        return float(history.query_loss[0].mean()), float(history.query_loss[-1].mean())
+
+    def check(self, learner: "MetaLearner") -> str:
+        """"" when the learner's state may be kept, else why not (part of a sentence)."""
+        before, value = self.losses(learner)
+        if not math.isfinite(value) or value > EXPLODED:
+            return f"the adapted query loss on a fixed probe meta-batch is {value:.3g}"
+        if math.isfinite(self.start) and value > self.GROWTH * self.start and value - self.start > self.MARGIN:
+            return (f"the adapted query loss on a fixed probe meta-batch grew from {self.start:.3g} at the start "
+                    f"to {value:.3g} (over {self.GROWTH:g} times)")
+        if learner.step > 0 and value > self.GROWTH * before and value - before > self.MARGIN:
+            return (f"adapting makes the query loss on a fixed probe meta-batch over {self.GROWTH:g} times worse "
+                    f"({before:.3g} at theta, {value:.3g} after the inner steps): the inner learning rate "
+                    f"{learner.config.algo.inner_lr:g} is likely too large")
+        return ""
+
+
 # -- the headless run ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainEvent:
@@ -390,13 +428,23 @@ def train(
         run.create(config)
     total = config.train.steps
     emit(TrainEvent("start", learner.step, total, message=str(run.path)))
+    probe = Probe(learner)
+    kept = {"step": learner.step if resume else None}
 
     def save(reason: str) -> None:
         if not _params_finite(learner):  # never overwrite the last good checkpoint with NaNs
             message = f"diverged before step {learner.step}: the parameters are not finite; the last good checkpoint is kept"
             emit(TrainEvent("end", learner.step, total, message=message))
             raise DivergedError(message)
+        # every save, not only the logging steps: the state about to be kept must still adapt sanely
+        problem = probe.check(learner) if learner.algorithm.trainable and reason != "initial" else ""
+        if problem:
+            where = f"step {kept['step']:,}" if kept["step"] is not None else "none"
+            message = f"diverged by step {learner.step:,}: {problem}; the last good checkpoint ({where}) is kept"
+            emit(TrainEvent("end", learner.step, total, message=message))
+            raise DivergedError(message)
         run.save_checkpoint(learner.state_dict(), config)
+        kept["step"] = learner.step
         emit(TrainEvent("checkpoint", learner.step, total, message=reason))
 
     if not learner.algorithm.trainable:

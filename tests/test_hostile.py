@@ -153,3 +153,43 @@ async def test_the_explorer_shows_a_path_with_brackets_as_it_is(tmp_path):
         assert app.is_running
         await pilot.press("N")
         assert "[/]not [bold]a run" in str(app.screen.query_one("#message-list").render())
+
+
+def _sparse(outer_lr: float = 0.001, inner_lr: float | None = None, steps: int = 400) -> RunConfig:
+    return RunConfig().replace(model={"hidden": (40, 40)}, algo={"inner_lr": inner_lr} if inner_lr else {},
+                               train={"steps": steps, "checkpoint_every": 50, "log_every": 1000, "outer_lr": outer_lr})
+
+
+@pytest.mark.parametrize("outer_lr", [3.0, 1.0])
+def test_with_sparse_logging_an_exploding_run_never_overwrites_the_good_checkpoint(tmp_path, outer_lr):
+    from engine.trainer import DivergedError, Probe
+
+    run = tmp_path / "run"
+    with pytest.raises(DivergedError) as caught:
+        train(_sparse(outer_lr), run, device="cpu")  # the case: checkpoints every 50, logs every 1000
+    assert "last good checkpoint" in str(caught.value)
+    kept = MetaLearner.from_run(run, "cpu")  # it loads, and it is the good state, not the exploded one
+    probe = Probe(kept)
+    assert probe.check(kept) == "" and probe.losses(kept)[1] < 50
+    assert RunDirectory(run).read_metrics() == [] or all(r["query_loss_after"] < 1e3 for r in RunDirectory(run).read_metrics())
+
+
+def test_a_run_whose_inner_loop_makes_things_worse_does_not_finish_with_exit_0(tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--out", str(run), "--steps", "200", "--inner-lr", "5",
+                           "--checkpoint-every", "100", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "inner learning rate 5 is likely too large" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert MetaLearner.from_run(run, "cpu").step == 0  # the only state known to be good
+
+
+def test_probing_checkpoints_leaves_training_bit_identical(tmp_path):
+    config = RunConfig().replace(model={"hidden": (8, 8)}, train={"steps": 60, "checkpoint_every": 10, "log_every": 20,
+                                                                   "meta_batch_size": 3})
+    train(config, tmp_path / "probed", device="cpu")
+    learner = MetaLearner(config, "cpu")
+    for _ in range(60):
+        learner.outer_step(metrics=False)
+    saved = MetaLearner.from_run(tmp_path / "probed", "cpu")
+    for name, value in learner.params.items():
+        assert torch.equal(value, saved.params[name]), name
