@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from engine import registry
-from engine.checkpoint import RunDirectory
+from engine.checkpoint import RunDirectory, RunLock
 from engine.config import RunConfig
 from engine.tasks import TaskBatch
 from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
@@ -344,8 +344,14 @@ class ExplorerSession:
         run = RunDirectory(path)
         if run.checkpoint_path.exists():
             run.load_config()  # refuse to overwrite something that is not a run directory
+        else:
+            run.check_creatable()
         if not _finite(self.learner):
             raise DivergedError("the parameters are not finite; nothing was saved")
+        with RunLock(run.path, "the maml-tui explorer"):  # refused while a train or another explorer writes it
+            return self._save_locked(run)
+
+    def _save_locked(self, run: RunDirectory) -> Path:
         if run.checkpoint_path.exists():
             run.write_config(self.config)
         else:

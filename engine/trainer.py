@@ -404,6 +404,18 @@ def train(
 
     emit = on_event or (lambda event: None)
     run = checkpoint.RunDirectory(run_dir)
+    if not resume:
+        run.check_creatable()  # before the lock makes the directory
+    elif not run.config_path.is_file():
+        run.load_config()  # says why it is not a run, before the lock would make the directory
+    lock = checkpoint.RunLock(run.path, "maml-tui train").acquire()  # one writer, for the whole run
+    try:
+        return _train_locked(config, run, device, threads, resume, steps, emit, should_stop, backend, checkpoint)
+    finally:
+        lock.release()
+
+
+def _train_locked(config, run, device, threads, resume, steps, emit, should_stop, backend, checkpoint) -> "TrainEvent":
     if resume:
         stored = run.load_config()
         config = stored if steps is None else stored.replace(train={"steps": steps})

@@ -26,7 +26,8 @@ def tiny_run(path, algo: str = "maml", steps: int = 20):
 
 
 def digest(path) -> dict[str, str]:
-    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir()) if f.is_file()}
+    # every file of the run but the lock's note of who last wrote it
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir()) if f.is_file() and f.name != ".lock"}
 
 
 def corrupt(run, change) -> None:
@@ -193,3 +194,41 @@ def test_probing_checkpoints_leaves_training_bit_identical(tmp_path):
     saved = MetaLearner.from_run(tmp_path / "probed", "cpu")
     for name, value in learner.params.items():
         assert torch.equal(value, saved.params[name]), name
+
+
+def test_one_writer_per_run_the_second_is_refused_and_a_killed_writer_leaves_no_stale_lock(good_run, tmp_path):
+    import os
+    import shutil
+    import signal
+    import time
+
+    from engine.explorer import ExplorerSession
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    first = subprocess.Popen([sys.executable, "-m", "maml_tui", "train", "--resume", str(run), "--steps", "10000000", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while f"process {first.pid}" not in ((run / ".lock").read_text() if (run / ".lock").exists() else ""):
+            assert time.monotonic() < deadline and first.poll() is None, "the first writer did not start"
+            time.sleep(0.05)
+        metrics_before = RunDirectory(run).read_metrics()
+        second = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--resume", str(run), "--steps", "50"],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and "Traceback" not in second.stderr
+        assert f"is being written by process {first.pid} (maml-tui train)" in second.stderr, second.stderr
+        session = ExplorerSession.open(config=RunConfig().replace(model={"hidden": (8, 8)}), device="cpu")
+        with pytest.raises(RunError, match=f"process {first.pid}"):
+            session.save(run)  # the explorer is refused too
+        records = RunDirectory(run).read_metrics()
+        steps = [r["step"] for r in records]
+        assert steps == sorted(set(steps)) and records[: len(metrics_before)] == metrics_before  # one writer's records only
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # as a crash would: no chance to release anything
+        first.wait(30)
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a save")  # what an interrupted save leaves
+    train(RunConfig(), run, device="cpu", resume=True, steps=MetaLearner.from_run(run, "cpu").step + 10)
+    assert not list(run.glob(".*.tmp"))  # the next writer took the lock (the kernel freed it) and cleaned up
+    steps = [r["step"] for r in RunDirectory(run).read_metrics()]
+    assert steps == sorted(set(steps))
