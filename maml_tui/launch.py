@@ -100,7 +100,62 @@ def paint(run: Path | None) -> bool:
     return True
 
 
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C before a command has its own handler (while torch imports, while a run is set up):
+    one sentence and exit 130. Training installs its own, which stops at a step boundary."""
+    resume = _resume_hint(sys.argv[1:])
+    started = _half_made(sys.argv[1:])
+    if resume:
+        text = f"Interrupted; resume with: maml-tui train --resume {resume}"
+    elif started:
+        text = f"Interrupted while the run was being set up; {started} holds no checkpoint yet: remove it and start again"
+    else:
+        text = "Interrupted; nothing was written"
+    sys.stderr.write(f"\n{text}\n")
+    sys.stderr.flush()
+    os._exit(130)  # from a signal handler, past anything that would catch SystemExit and print more
+
+
 def main() -> None:
+    import signal
+
+    if threading_main():
+        signal.signal(signal.SIGINT, _interrupted)
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C while starting up (importing torch), or a second one: one sentence
+        resume = _resume_hint(sys.argv[1:])
+        sys.stderr.write("\nInterrupted" + (f"; resume with: maml-tui train --resume {resume}" if resume else "") + "\n")
+        sys.exit(130)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _half_made(argv: list[str]) -> str:
+    """A new run's directory that exists without a checkpoint (Ctrl-C came while it was being set up)."""
+    if argv and argv[0] == "train" and "--out" in argv[:-1]:
+        target = Path(argv[argv.index("--out") + 1])
+        if target.is_dir() and not (target / "checkpoint.pt").is_file():
+            return str(target)
+    return ""
+
+
+def _resume_hint(argv: list[str]) -> str:
+    """The run a ``train`` command line writes, if it names one (for the resume line after Ctrl-C)."""
+    if not argv or argv[0] != "train":
+        return ""
+    for flag in ("--resume", "--out"):
+        if flag in argv[:-1]:
+            target = argv[argv.index(flag) + 1]
+            return target if (Path(target) / "checkpoint.pt").is_file() else ""
+    return ""
+
+
+def _main() -> None:
     run = explorer_target(sys.argv[1:])
     painted = run is not False and sys.stdin.isatty() and sys.stdout.isatty() and paint(run)
     try:

@@ -232,3 +232,24 @@ def test_one_writer_per_run_the_second_is_refused_and_a_killed_writer_leaves_no_
     assert not list(run.glob(".*.tmp"))  # the next writer took the lock (the kernel freed it) and cleaned up
     steps = [r["step"] for r in RunDirectory(run).read_metrics()]
     assert steps == sorted(set(steps))
+
+
+@pytest.mark.parametrize("when", [0.3, 1.0, 2.5])
+def test_ctrl_c_at_start_up_or_twice_gives_one_sentence_not_a_traceback(tmp_path, when):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "maml_tui", "train", "--out", str(run), "--steps", "100000", "--hidden", "8"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(when)  # importing torch, building the learner, or training
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # and a second one at once
+    out, err = process.communicate(timeout=120)
+    assert process.returncode in (130, 1, -signal.SIGINT), (process.returncode, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    if when >= 1.0:  # by then our code runs (earlier, Python itself may still be starting and says nothing)
+        assert "Interrupted" in err or "interrupted" in err.lower(), err
+    if (run / "checkpoint.pt").is_file():  # whatever was saved still loads
+        assert MetaLearner.from_run(run, "cpu").step >= 0
