@@ -13,12 +13,35 @@ directory stores.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine import registry
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
+
+
+# the largest value each flag takes (stated in --help); beyond them a value is a typo or an attack
+LIMITS: dict[str, float] = {
+    "--steps": 10**12, "--meta-batch": 100_000, "--shots": 100_000, "--query": 100_000, "--inner-steps": 1_000,
+    "--hidden": 65_536, "--seed": 2**63 - 1, "log_every": 10**12, "checkpoint_every": 10**12,
+    "--inner-lr": 1e6, "--outer-lr": 1e3,
+}
+MAX_LAYERS = 64
+
+
+def _amount(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) and value < 10**15 else f"{value:g}"
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 when it cannot be told)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -106,7 +129,9 @@ class RunConfig:
         return dataclasses.replace(self, **updated)
 
     def validate(self) -> "RunConfig":
-        """Raise ``ValueError`` with one clear sentence if any field is out of range."""
+        """Raise ``ValueError`` with one clear sentence if any field is out of range (see ``LIMITS``),
+        of the wrong type, or would need more memory than this machine has."""
+        self._check_types()
         registry.lookup("task family", registry.TASKS, self.task.name)
         registry.lookup("model", registry.MODELS, self.model.kind)
         algorithm = registry.algorithm_class(self.algo.name)
@@ -137,4 +162,61 @@ class RunConfig:
             raise ValueError(f"--outer-lr must be positive, got {self.train.outer_lr}")
         if self.train.seed < 0:
             raise ValueError(f"--seed must be zero or positive, got {self.train.seed}")
+        for flag, value in self._limited().items():
+            if value > LIMITS[flag]:
+                raise ValueError(f"{flag} must be at most {_amount(LIMITS[flag])}, got {_amount(value)}")
+        if len(self.model.hidden) > MAX_LAYERS:
+            raise ValueError(f"--hidden may name at most {MAX_LAYERS} layers, got {len(self.model.hidden)}")
+        need = self.memory_estimate()
+        have = physical_memory()
+        if have and need > 0.8 * have:
+            raise ValueError(f"one meta-step of this run needs about {need / 2**30:,.1f} GiB (meta-batch x points x "
+                             f"widths x inner steps), more than this machine's {have / 2**30:,.0f} GiB allow; lower "
+                             "--meta-batch, --shots, --query, --hidden or --inner-steps")
         return self
+
+    def _check_types(self) -> None:
+        """Every field of the type it must have (a config file can hold anything)."""
+        whole = {"--steps": self.train.steps, "--meta-batch": self.train.meta_batch_size, "--shots": self.train.shots,
+                 "--query": self.train.query, "--seed": self.train.seed, "log_every": self.train.log_every,
+                 "checkpoint_every": self.train.checkpoint_every}
+        if self.algo.inner_steps is not None:
+            whole["--inner-steps"] = self.algo.inner_steps
+        for flag, value in whole.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{flag} must be a whole number, got {value!r}")
+        real = {"--outer-lr": self.train.outer_lr}
+        if self.algo.inner_lr is not None:
+            real["--inner-lr"] = self.algo.inner_lr
+        for flag, value in real.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value!r}")
+        if not isinstance(self.model.hidden, tuple) or any(isinstance(h, bool) or not isinstance(h, int) for h in self.model.hidden):
+            raise ValueError(f"--hidden must be whole layer widths, got {self.model.hidden!r}")
+        for flag, value in (("--task", self.task.name), ("--algo", self.algo.name), ("model kind", self.model.kind),
+                            ("--activation", self.model.activation), ("model init", self.model.init)):
+            if not isinstance(value, str):
+                raise ValueError(f"{flag} must be a name, got {value!r}")
+
+    def _limited(self) -> dict[str, float]:
+        values = {"--steps": self.train.steps, "--meta-batch": self.train.meta_batch_size, "--shots": self.train.shots,
+                  "--query": self.train.query, "--seed": self.train.seed, "log_every": self.train.log_every,
+                  "checkpoint_every": self.train.checkpoint_every, "--outer-lr": self.train.outer_lr,
+                  "--hidden": max(self.model.hidden, default=1)}
+        if self.algo.inner_steps is not None:
+            values["--inner-steps"] = self.algo.inner_steps
+        if self.algo.inner_lr is not None:
+            values["--inner-lr"] = self.algo.inner_lr
+        return values
+
+    def memory_estimate(self) -> float:
+        """Bytes one second-order meta-step holds at once, roughly and on the high side: every task's
+        activations and their gradients through every inner step, and every task's adapted weights."""
+        train, hidden = self.train, self.model.hidden
+        steps = (self.algo.inner_steps if self.algo.inner_steps is not None else 5) + 1
+        widths = [1, *hidden, 1]
+        weights = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        points = train.shots + train.query
+        activations = train.meta_batch_size * points * sum(widths) * steps * 6
+        adapted = train.meta_batch_size * weights * steps * 3
+        return 4.0 * (activations + adapted)

@@ -253,3 +253,50 @@ def test_ctrl_c_at_start_up_or_twice_gives_one_sentence_not_a_traceback(tmp_path
         assert "Interrupted" in err or "interrupted" in err.lower(), err
     if (run / "checkpoint.pt").is_file():  # whatever was saved still loads
         assert MetaLearner.from_run(run, "cpu").step >= 0
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--meta-batch", "99999999999"], "--meta-batch must be at most 100,000"),
+    (["--hidden", "100000"], "--hidden must be at most 65,536"),
+    (["--steps", str(10**30)], "--steps must be at most"),
+    (["--inner-lr", "1e308"], "--inner-lr must be at most"),
+    (["--inner-lr", "inf"], "finite"),
+    (["--inner-lr", "nan"], "--inner-lr"),
+    (["--outer-lr", "nan"], "--outer-lr"),
+    (["--seed", str(2**64)], "--seed must be at most"),
+    (["--meta-batch", "100000", "--shots", "100000"], "GiB"),
+    (["--inner-steps", "100000"], "--inner-steps must be at most 1,000"),
+])
+def test_flags_beyond_their_limits_are_refused_before_any_work(tmp_path, flags, words):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--out", str(run), *flags], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr and words in done.stderr, done.stderr
+    assert not run.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("train", "steps", "many", "--steps must be a whole number"),
+    ("train", "seed", 1.5, "--seed must be a whole number"),
+    ("train", "meta_batch_size", None, "--meta-batch must be a whole number"),
+    ("model", "hidden", [10**9], "--hidden must be at most"),
+    ("algo", "inner_lr", "fast", "--inner-lr must be a finite number"),
+    ("task", "name", ["sinusoid"], "--task must be a name"),
+])
+def test_a_config_file_of_the_wrong_shape_is_refused_in_one_sentence(good_run, tmp_path, section, key, value, words):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    path = run / "config.json"
+    document = json.loads(path.read_text())
+    document["config"][section][key] = value
+    path.write_text(json.dumps(document))
+    before = digest(run)
+    with pytest.raises(RunError) as caught:
+        MetaLearner.from_run(run, "cpu")
+    assert words in str(caught.value) and "config.json" in str(caught.value), str(caught.value)
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "eval", str(run)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr and words in done.stderr, done.stderr
+    assert digest(run) == before
