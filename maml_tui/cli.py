@@ -8,6 +8,8 @@ config and calls one engine function; user errors end in one sentence on stderr 
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,21 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
+
+
+def _writable_file(path: Path) -> str:
+    """"" when ``path`` can be written as a file, else why not (checked before any work)."""
+    if str(path) == "":
+        return "is empty"
+    if path.is_dir():
+        return "is a directory; give a file name"
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return f"cannot be made: {existing} is a file"
+    if not os.access(existing, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "is not writable here"
+    return ""
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -186,6 +203,8 @@ def train(
             config = config.validate().resolved()
         except ValueError as error:
             fail(str(error))
+        if out is not None and str(out).strip() in ("", "."):
+            fail("--out must name a run directory (it was empty)")
         run_dir = out or Path("runs") / f"{task}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
         from engine.checkpoint import RunDirectory
 
@@ -238,13 +257,15 @@ def evaluate_runs(
     from engine.evaluate import evaluate
     from engine.trainer import MetaLearner, resolve_device
 
-    for flag, value in (("--shots", shots), ("--tasks", tasks), ("--query", query)):
-        if value < 1:
-            fail(f"{flag} must be positive, got {value}")
-    if steps < 0:
-        fail(f"--steps must not be negative, got {steps}")
-    if inner_lr is not None and not inner_lr > 0:
-        fail(f"--inner-lr must be positive, got {inner_lr}")
+    for flag, value, most in (("--shots", shots, 100_000), ("--tasks", tasks, 1_000_000), ("--query", query, 100_000)):
+        if not 1 <= value <= most:
+            fail(f"{flag} must be between 1 and {most:,}, got {value:,}")
+    if not 0 <= steps <= 1_000:
+        fail(f"--steps must be between 0 and 1,000, got {steps:,}")
+    if not 0 <= seed < 2**63:
+        fail(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+    if inner_lr is not None and not (math.isfinite(inner_lr) and 0 < inner_lr <= 1e6):
+        fail(f"--inner-lr must be a finite positive number up to 1e6, got {inner_lr}")
     try:
         target = resolve_device(device)
     except ValueError as error:
@@ -299,10 +320,14 @@ def bench(
     from engine.benchmark import run_benchmark
     from engine.trainer import resolve_device
 
-    if not seconds > 0:
-        fail(f"--seconds must be positive, got {seconds}")
-    if meta_batch < 1:
-        fail(f"--meta-batch must be positive, got {meta_batch}")
+    if not (math.isfinite(seconds) and 0.05 <= seconds <= 3600):
+        fail(f"--seconds must be between 0.05 and 3600, got {seconds}")
+    if not 1 <= meta_batch <= 10_000:
+        fail(f"--meta-batch must be between 1 and 10,000, got {meta_batch:,}")
+    if out is not None:
+        problem = _writable_file(out)
+        if problem:
+            fail(f"--out {out} {problem}")
     try:
         target = resolve_device(device)
     except ValueError as error:
@@ -329,8 +354,11 @@ def bench(
         document = {"device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else platform.processor() or platform.machine(),
                     "torch": torch.__version__, "meta_batch": meta_batch, "seconds": seconds,
                     "cases": [r.to_dict() for r in results]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(document, indent=2) + "\n")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(document, indent=2) + "\n")
+        except OSError as error:
+            fail(f"cannot write --out {out}: {error.strerror or error}")
 
 
 # -- info and algorithms --------------------------------------------------------------------------

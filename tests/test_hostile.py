@@ -300,3 +300,21 @@ def test_a_config_file_of_the_wrong_shape_is_refused_in_one_sentence(good_run, t
     done = subprocess.run([sys.executable, "-m", "maml_tui", "eval", str(run)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr and words in done.stderr, done.stderr
     assert digest(run) == before
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["bench", "--seconds", "inf"], "--seconds must be between"),
+    (["bench", "--seconds", "1e-320"], "--seconds must be between"),
+    (["bench", "--seconds", "nan"], "--seconds must be between"),
+    (["bench", "--out", "."], "is a directory"),
+    (["bench", "--out", ""], "give a file name"),
+    (["eval", "RUN", "--seed", str(2**70)], "--seed must be between"),
+    (["eval", "RUN", "--inner-lr", "inf"], "--inner-lr must be a finite positive number"),
+    (["eval", "RUN", "--steps", "100000"], "--steps must be between 0 and 1,000"),
+    (["eval", "RUN", "--tasks", "99999999999"], "--tasks must be between"),
+    (["train", "--out", ""], "--out must name a run directory"),
+])
+def test_eval_bench_and_train_flags_out_of_range_get_one_sentence(good_run, arguments, words):
+    arguments = [str(good_run) if a == "RUN" else a for a in arguments]
+    done = subprocess.run([sys.executable, "-m", "maml_tui", *arguments], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr and words in done.stderr, done.stderr
