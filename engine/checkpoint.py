@@ -252,11 +252,13 @@ class RunDirectory:
         if not self.metrics_path.is_file():
             return []
         records = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                continue  # a line cut short by a crash or a full disk
+            if isinstance(record, dict) and isinstance(record.get("step", 0), int) and not isinstance(record.get("step", 0), bool):
+                records.append(record)  # anything else is not a record of ours: skipped
         return records
 
     def truncate_metrics(self, step: int) -> None:

@@ -543,8 +543,8 @@ def _read_records(path: Path) -> list[OuterRecord]:
     for data in RunDirectory(path).read_metrics():
         try:
             records.append(OuterRecord.from_metrics(data))
-        except (KeyError, TypeError, ValueError):
-            continue
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            continue  # an odd line (hand-edited, cut short) is skipped, never a reason to refuse the run
     return records
 
 

@@ -318,3 +318,21 @@ def test_eval_bench_and_train_flags_out_of_range_get_one_sentence(good_run, argu
     arguments = [str(good_run) if a == "RUN" else a for a in arguments]
     done = subprocess.run([sys.executable, "-m", "maml_tui", *arguments], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Traceback" not in done.stderr and words in done.stderr, done.stderr
+
+
+def test_odd_lines_in_metrics_are_skipped_and_the_run_still_opens(good_run, tmp_path):
+    import shutil
+
+    from engine.explorer import ExplorerSession
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    good = RunDirectory(run).read_metrics()
+    with open(run / "metrics.jsonl", "a") as file:
+        file.write('5\n[1, 2]\n{"step": "x"}\n{"step": true}\n{"step": 1e999}\n"text"\n{"step": 30, "query_loss_af')  # cut short
+    assert RunDirectory(run).read_metrics() == good
+    session = ExplorerSession.open(run, device="cpu")
+    assert [r.step for r in session.records] == [r["step"] for r in good]
+    train(RunConfig(), run, device="cpu", resume=True, steps=30)  # a resume drops the odd lines and goes on
+    steps = [r["step"] for r in RunDirectory(run).read_metrics()]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
