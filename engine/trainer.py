@@ -41,6 +41,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(name)
     except RuntimeError:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type not in ("cpu", "cuda", "mps"):  # meta, xla, xpu, ...: not devices the engine runs on
+        raise ValueError(f"--device {name} is not one the engine runs on; use auto, cpu, cuda, cuda:N or mps")
+    if resolved.type == "cpu" and resolved.index not in (None, 0):
+        raise ValueError(f"--device {name} does not exist; the CPU is cpu")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but this torch build sees no CUDA device")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():

@@ -336,3 +336,11 @@ def test_odd_lines_in_metrics_are_skipped_and_the_run_still_opens(good_run, tmp_
     train(RunConfig(), run, device="cpu", resume=True, steps=30)  # a resume drops the odd lines and goes on
     steps = [r["step"] for r in RunDirectory(run).read_metrics()]
     assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "xpu", "cpu:3", "cuda:99", "[/]gpu", "   "])
+def test_devices_the_engine_cannot_use_are_refused_by_every_command(good_run, device):
+    for command in (["info", "--device", device], ["eval", str(good_run), "--device", device, "--tasks", "2"],
+                    ["bench", "--device", device, "--seconds", "0.1"]):
+        done = subprocess.run([sys.executable, "-m", "maml_tui", *command], capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "Traceback" not in done.stderr and "device" in done.stderr, (command, done.stderr)
