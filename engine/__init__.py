@@ -18,7 +18,8 @@ _EXPORTS = {
     "MLP": "engine.model", "Model": "engine.model", "ContextModel": "engine.model", "make_model": "engine.model",
     "TaskBatch": "engine.tasks", "TaskFamily": "engine.tasks", "make_task_family": "engine.tasks",
     "MeanSquaredError": "engine.losses", "CrossEntropy": "engine.losses", "Loss": "engine.losses",
-    "MetaLearner": "engine.trainer", "train": "engine.trainer",
+    "MetaLearner": "engine.trainer", "train": "engine.trainer", "DivergedError": "engine.trainer",
+    "MamlTuiError": "engine.errors", "ConfigError": "engine.errors", "RunError": "engine.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from engine.config import RunConfig
+from engine.errors import MamlTuiError
 
 FORMAT = "maml-tui-checkpoint"
 RUN_FORMAT = "maml-tui-run"
@@ -34,7 +35,7 @@ CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.jsonl", "ch
 PREVIEW_FILE = "preview.json"  # what the explorer shows when it opens the run (plain JSON, see engine.explorer)
 
 
-class RunError(ValueError):
+class RunError(MamlTuiError, ValueError):
     """A run directory or checkpoint that cannot be used; the message is one clear sentence."""
 
 

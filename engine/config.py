@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import ConfigError
 from engine import registry
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
@@ -113,7 +114,7 @@ class RunConfig:
                 train=TrainConfig(**data.get("train", {})),
             )
         except TypeError as error:  # unknown or missing keys
-            raise ValueError(f"the run config is not valid: {error}") from None
+            raise ConfigError(f"the run config is not valid: {error}") from None
 
     def resolved(self) -> "RunConfig":
         """The config with the algorithm's defaults filled in for every ``None``."""
@@ -136,14 +137,14 @@ class RunConfig:
         registry.lookup("model", registry.MODELS, self.model.kind)
         algorithm = registry.algorithm_class(self.algo.name)
         if not isinstance(self.algo.options, dict):
-            raise ValueError("the algorithm options must be a mapping of names to values")
+            raise ConfigError("the algorithm options must be a mapping of names to values")
         algorithm.parse_options(self.algo.options)
         if self.model.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.model.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {self.model.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.model.init not in ("torch", "finn"):
-            raise ValueError(f"unknown initialisation {self.model.init!r}; choose torch or finn")
+            raise ConfigError(f"unknown initialisation {self.model.init!r}; choose torch or finn")
         if any(h < 1 for h in self.model.hidden):
-            raise ValueError("hidden layer sizes must be positive integers")
+            raise ConfigError("hidden layer sizes must be positive integers")
         positive = {
             "--steps": self.train.steps + 1,  # 0 steps is allowed (evaluate the initialisation)
             "--meta-batch": self.train.meta_batch_size,
@@ -155,22 +156,22 @@ class RunConfig:
         }
         for flag, value in positive.items():
             if value < 1:
-                raise ValueError(f"{flag} must be positive, got {value - 1 if flag in ('--steps', '--inner-steps') else value}")
+                raise ConfigError(f"{flag} must be positive, got {value - 1 if flag in ('--steps', '--inner-steps') else value}")
         if self.algo.inner_lr is not None and not self.algo.inner_lr > 0:
-            raise ValueError(f"--inner-lr must be positive, got {self.algo.inner_lr}")
+            raise ConfigError(f"--inner-lr must be positive, got {self.algo.inner_lr}")
         if not self.train.outer_lr > 0:
-            raise ValueError(f"--outer-lr must be positive, got {self.train.outer_lr}")
+            raise ConfigError(f"--outer-lr must be positive, got {self.train.outer_lr}")
         if self.train.seed < 0:
-            raise ValueError(f"--seed must be zero or positive, got {self.train.seed}")
+            raise ConfigError(f"--seed must be zero or positive, got {self.train.seed}")
         for flag, value in self._limited().items():
             if value > LIMITS[flag]:
-                raise ValueError(f"{flag} must be at most {_amount(LIMITS[flag])}, got {_amount(value)}")
+                raise ConfigError(f"{flag} must be at most {_amount(LIMITS[flag])}, got {_amount(value)}")
         if len(self.model.hidden) > MAX_LAYERS:
-            raise ValueError(f"--hidden may name at most {MAX_LAYERS} layers, got {len(self.model.hidden)}")
+            raise ConfigError(f"--hidden may name at most {MAX_LAYERS} layers, got {len(self.model.hidden)}")
         need = self.memory_estimate()
         have = physical_memory()
         if have and need > 0.8 * have:
-            raise ValueError(f"one meta-step of this run needs about {need / 2**30:,.1f} GiB (meta-batch x points x "
+            raise ConfigError(f"one meta-step of this run needs about {need / 2**30:,.1f} GiB (meta-batch x points x "
                              f"widths x inner steps), more than this machine's {have / 2**30:,.0f} GiB allow; lower "
                              "--meta-batch, --shots, --query, --hidden or --inner-steps")
         return self
@@ -184,19 +185,19 @@ class RunConfig:
             whole["--inner-steps"] = self.algo.inner_steps
         for flag, value in whole.items():
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{flag} must be a whole number, got {value!r}")
+                raise ConfigError(f"{flag} must be a whole number, got {value!r}")
         real = {"--outer-lr": self.train.outer_lr}
         if self.algo.inner_lr is not None:
             real["--inner-lr"] = self.algo.inner_lr
         for flag, value in real.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{flag} must be a finite number, got {value!r}")
+                raise ConfigError(f"{flag} must be a finite number, got {value!r}")
         if not isinstance(self.model.hidden, tuple) or any(isinstance(h, bool) or not isinstance(h, int) for h in self.model.hidden):
-            raise ValueError(f"--hidden must be whole layer widths, got {self.model.hidden!r}")
+            raise ConfigError(f"--hidden must be whole layer widths, got {self.model.hidden!r}")
         for flag, value in (("--task", self.task.name), ("--algo", self.algo.name), ("model kind", self.model.kind),
                             ("--activation", self.model.activation), ("model init", self.model.init)):
             if not isinstance(value, str):
-                raise ValueError(f"{flag} must be a name, got {value!r}")
+                raise ConfigError(f"{flag} must be a name, got {value!r}")
 
     def _limited(self) -> dict[str, float]:
         values = {"--steps": self.train.steps, "--meta-batch": self.train.meta_batch_size, "--shots": self.train.shots,

@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from engine.errors import ConfigError, MamlTuiError
 from engine.algorithms import Algorithm, make_algorithm
 from engine.config import RunConfig
 from engine.model import Model, Params, make_model
@@ -40,17 +41,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if resolved.type not in ("cpu", "cuda", "mps"):  # meta, xla, xpu, ...: not devices the engine runs on
-        raise ValueError(f"--device {name} is not one the engine runs on; use auto, cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"--device {name} is not one the engine runs on; use auto, cpu, cuda, cuda:N or mps")
     if resolved.type == "cpu" and resolved.index not in (None, 0):
-        raise ValueError(f"--device {name} does not exist; the CPU is cpu")
+        raise ConfigError(f"--device {name} does not exist; the CPU is cpu")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but this torch build sees no CUDA device")
+        raise ConfigError("--device cuda was asked for but this torch build sees no CUDA device")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name} was asked for but only {torch.cuda.device_count()} CUDA device(s) are visible")
+        raise ConfigError(f"--device {name} was asked for but only {torch.cuda.device_count()} CUDA device(s) are visible")
     if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("--device mps was asked for but MPS is not available here")
+        raise ConfigError("--device mps was asked for but MPS is not available here")
     return resolved
 
 
@@ -60,7 +61,7 @@ def resolve_threads(threads: int | None, device: torch.device, config: RunConfig
     3x faster than 2 on the default workload). Bigger workloads get every core."""
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"--threads must be positive, got {threads}")
+            raise ConfigError(f"--threads must be positive, got {threads}")
         return threads
     if device.type != "cpu":
         return 1
@@ -92,7 +93,7 @@ class OuterMetrics:
         return all(math.isfinite(v) for v in (self.query_loss_after, self.query_loss_before, self.meta_grad_norm))
 
 
-class DivergedError(RuntimeError):
+class DivergedError(MamlTuiError, RuntimeError):
     """The loss or the meta-gradient became NaN or infinite (or exploded past a bound)."""
 
 
@@ -123,7 +124,7 @@ class MetaLearner:
         if backend != "auto":  # asked for by name: refuse now, before a run directory is made
             choice = self.algorithm.backend_choice(config.train.shots)
             if choice.startswith("refused"):
-                raise ValueError(choice[len("refused ("):-1])
+                raise ConfigError(choice[len("refused ("):-1])
 
     @classmethod
     def from_run(cls, path: str | Path, device: str | torch.device = "auto", threads: int | None = None) -> "MetaLearner":
@@ -255,68 +256,68 @@ class MetaLearner:
         one sentence naming the first thing wrong. What torch's loaders do not check (Adam moments of
         the wrong shape corrupt memory in the fused kernel) is checked here."""
         if not isinstance(state, dict):
-            raise ValueError("the state is not a mapping")
+            raise ConfigError("the state is not a mapping")
         step = state.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-            raise ValueError(f"its step {step!r} is not a whole number between 0 and {MAX_STEP:,}")
+            raise ConfigError(f"its step {step!r} is not a whole number between 0 and {MAX_STEP:,}")
         params = state.get("params")
         if not isinstance(params, dict):
-            raise ValueError("its parameters are not a mapping of names to tensors")
+            raise ConfigError("its parameters are not a mapping of names to tensors")
         for name, value in params.items():
             if not torch.is_tensor(value) or not value.is_floating_point():
-                raise ValueError(f"parameter {name} is not a real floating-point tensor")
+                raise ConfigError(f"parameter {name} is not a real floating-point tensor")
             if not torch.isfinite(value).all():
-                raise ValueError(f"parameter {name} is not finite")
+                raise ConfigError(f"parameter {name} is not finite")
         optimizer = state.get("optimizer") or {}
         if optimizer:
             if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict) or not isinstance(optimizer.get("param_groups"), list):
-                raise ValueError("its optimizer state is not an Adam state (state and param_groups)")
+                raise ConfigError("its optimizer state is not an Adam state (state and param_groups)")
             order = self._optimizer_order()
             counted = sum(len(g.get("params", ())) if isinstance(g, dict) else 0 for g in optimizer["param_groups"])
             if counted != len(order):
-                raise ValueError(f"its optimizer state covers {counted} parameters; this model has {len(order)}")
+                raise ConfigError(f"its optimizer state covers {counted} parameters; this model has {len(order)}")
             for group in optimizer["param_groups"]:
                 for key in ("lr", "eps", "weight_decay"):
                     if key in group and not (isinstance(group[key], (int, float)) and math.isfinite(group[key]) and group[key] >= 0):
-                        raise ValueError(f"its optimizer's {key} {group[key]!r} is not a finite non-negative number")
+                        raise ConfigError(f"its optimizer's {key} {group[key]!r} is not a finite non-negative number")
             for index, entry in optimizer["state"].items():
                 if not isinstance(index, int) or not 0 <= index < len(order) or not isinstance(entry, dict):
-                    raise ValueError(f"its optimizer state has an entry {index!r} for no parameter")
+                    raise ConfigError(f"its optimizer state has an entry {index!r} for no parameter")
                 for key in ("exp_avg", "exp_avg_sq"):
                     moment = entry.get(key)
                     if not torch.is_tensor(moment) or not moment.is_floating_point() or tuple(moment.shape) != tuple(order[index].shape):
-                        raise ValueError(f"its optimizer's {key} for parameter {index} is not a real tensor of shape {tuple(order[index].shape)}")
+                        raise ConfigError(f"its optimizer's {key} for parameter {index} is not a real tensor of shape {tuple(order[index].shape)}")
                     if not torch.isfinite(moment).all() or (key == "exp_avg_sq" and (moment < 0).any()):
-                        raise ValueError(f"its optimizer's {key} for parameter {index} is not finite (or is negative)")
+                        raise ConfigError(f"its optimizer's {key} for parameter {index} is not finite (or is negative)")
                 count = entry.get("step")
                 value = float(count) if torch.is_tensor(count) and count.numel() == 1 and not count.is_complex() else count
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                    raise ValueError(f"its optimizer's step count for parameter {index} is not a finite non-negative number")
+                    raise ConfigError(f"its optimizer's step count for parameter {index} is not a finite non-negative number")
         rng = state.get("rng") or {}
         if not isinstance(rng, dict):
-            raise ValueError("its random-number state is not a mapping")
+            raise ConfigError("its random-number state is not a mapping")
         if "tasks" in rng and rng.get("device") == self.device.type:
             tasks = rng["tasks"]
             expected = self.generator.get_state()
             if not torch.is_tensor(tasks) or tasks.dtype != torch.uint8 or tasks.shape != expected.shape:
-                raise ValueError(f"its random-number state is not a byte tensor of {expected.numel()} entries")
+                raise ConfigError(f"its random-number state is not a byte tensor of {expected.numel()} entries")
         buffers = state.get("buffers") or {}
         if not isinstance(buffers, dict):
-            raise ValueError("its algorithm buffers are not a mapping")
+            raise ConfigError("its algorithm buffers are not a mapping")
         for name, value in buffers.items():
             if not torch.is_tensor(value) or not value.is_floating_point() or not torch.isfinite(value).all():
-                raise ValueError(f"its algorithm buffer {name} is not a finite real tensor")
+                raise ConfigError(f"its algorithm buffer {name} is not a finite real tensor")
 
     def load_state_dict(self, state: dict) -> None:
         self.check_state(state)
         missing = set(self.params) - set(state["params"])
         if missing:
-            raise ValueError(f"the checkpoint lacks parameters {sorted(missing)}; it was made for another model or algorithm")
+            raise ConfigError(f"the checkpoint lacks parameters {sorted(missing)}; it was made for another model or algorithm")
         with torch.no_grad():
             for name, value in self.params.items():
                 source = state["params"][name]
                 if tuple(source.shape) != tuple(value.shape):
-                    raise ValueError(f"parameter {name} has shape {tuple(source.shape)} in the checkpoint but {tuple(value.shape)} in this model")
+                    raise ConfigError(f"parameter {name} has shape {tuple(source.shape)} in the checkpoint but {tuple(value.shape)} in this model")
                 value.copy_(source.to(value.device))
         if state.get("optimizer"):
             if self._optimizer is not None:

@@ -344,3 +344,21 @@ def test_devices_the_engine_cannot_use_are_refused_by_every_command(good_run, de
                     ["bench", "--device", device, "--seconds", "0.1"]):
         done = subprocess.run([sys.executable, "-m", "maml_tui", *command], capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and "Traceback" not in done.stderr and "device" in done.stderr, (command, done.stderr)
+
+
+def test_the_python_api_raises_one_family_of_errors_with_the_same_sentence(good_run, tmp_path):
+    import engine
+
+    cases = [
+        lambda: engine.RunConfig().replace(train={"meta_batch_size": 10**12}).validate(),
+        lambda: engine.RunConfig().replace(algo={"name": "nope"}).validate(),
+        lambda: engine.MetaLearner.from_run(tmp_path / "missing", "cpu"),
+        lambda: engine.MetaLearner(engine.RunConfig(), "xla"),
+        lambda: engine.train(engine.RunConfig(), good_run, device="cpu"),  # it already holds a run
+    ]
+    for case in cases:
+        with pytest.raises(engine.MamlTuiError) as caught:
+            case()
+        assert str(caught.value) and "\n" not in str(caught.value)
+        assert isinstance(caught.value, ValueError)  # what scripts caught before still catches it
+    assert issubclass(engine.DivergedError, engine.MamlTuiError) and issubclass(engine.RunError, engine.MamlTuiError)

@@ -1,0 +1,20 @@
+"""The engine's one exception family: every failure the engine itself diagnoses is a
+:class:`MamlTuiError` whose message is one sentence a person can act on, so a script or notebook
+can ``except engine.MamlTuiError`` and print ``str(error)`` (no stack from inside torch).
+
+* :class:`ConfigError` (also a ``ValueError``): a setting, flag or config field out of range.
+* ``engine.checkpoint.RunError`` (also a ``ValueError``): a run directory or checkpoint that
+  cannot be used, or that another process is writing.
+* ``engine.trainer.DivergedError`` (also a ``RuntimeError``): training blew up; the last good
+  checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+
+class MamlTuiError(Exception):
+    """Base of every error the engine raises on purpose; the message is one sentence."""
+
+
+class ConfigError(MamlTuiError, ValueError):
+    """A setting out of range or of the wrong type."""
