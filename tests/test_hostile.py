@@ -362,3 +362,36 @@ def test_the_python_api_raises_one_family_of_errors_with_the_same_sentence(good_
         assert str(caught.value) and "\n" not in str(caught.value)
         assert isinstance(caught.value, ValueError)  # what scripts caught before still catches it
     assert issubclass(engine.DivergedError, engine.MamlTuiError) and issubclass(engine.RunError, engine.MamlTuiError)
+
+
+def test_kill_9_at_random_moments_never_leaves_a_run_that_fails_to_load_or_resume(tmp_path):
+    """A training process killed at random moments (mid-save included: checkpoints every 5 steps),
+    many times over: every surviving run directory loads and resumes, and the next writer leaves no
+    temporary file behind. (A longer run for release checks: MAML_TUI_KILL_TRIALS=60.)"""
+    import os
+    import random
+    import signal
+    import time
+
+    trials = int(os.environ.get("MAML_TUI_KILL_TRIALS", "6"))
+    chance = random.Random(8)
+    resumed = 0
+    for trial in range(trials):
+        run = tmp_path / f"run{trial}"
+        process = subprocess.Popen([sys.executable, "-m", "maml_tui", "train", "--out", str(run), "--steps", "100000",
+                                    "--hidden", "8", "--meta-batch", "2", "--checkpoint-every", "5", "--log-every", "5",
+                                    "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(chance.uniform(1.5, 4.0))  # from start-up to training with frequent saves
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+        if not (run / "checkpoint.pt").is_file():
+            assert not run.exists() or not (run / "config.json").is_file() or (run / "metrics.jsonl").is_file()
+            continue  # killed before the first checkpoint: nothing to resume, and nothing claims otherwise
+        learner = MetaLearner.from_run(run, "cpu")
+        train(RunConfig(), run, device="cpu", resume=True, steps=learner.step + 3)
+        assert MetaLearner.from_run(run, "cpu").step == learner.step + 3
+        assert not list(run.glob(".*.tmp")), trial
+        steps = [r["step"] for r in RunDirectory(run).read_metrics()]
+        assert steps == sorted(set(steps)), trial
+        resumed += 1
+    assert resumed >= trials // 2  # most kills landed while training and saving, not before it
