@@ -61,10 +61,10 @@ class PathSuggester(Suggester):
         return complete_path(value)
 
 
-class ConfirmDialog(ModalScreen[bool]):
-    """Ask a yes/no question; dismisses with True for yes."""
+class ChoiceDialog(ModalScreen):
+    """A question with a few answers, each a button and a key; dismisses with the chosen answer."""
 
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    CHOICES: tuple[tuple[str, str, str, object], ...] = ()  # (button id, label, variant, answer)
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -74,39 +74,30 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="question")
             with Horizontal(classes="buttons"):
-                yield Button("Yes (y)", variant="error", id="yes")
-                yield Button("No (n)", variant="primary", id="no")
+                for button, label, variant, _ in self.CHOICES:
+                    yield Button(label, variant=variant, id=button)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.dismiss(next(answer for button, _, _, answer in self.CHOICES if button == event.button.id))
 
-    def action_answer(self, answer: bool) -> None:
+    def action_answer(self, answer) -> None:
         self.dismiss(answer)
 
 
-class QuitDialog(ModalScreen[str]):
+class ConfirmDialog(ChoiceDialog):
+    """Ask a yes/no question; dismisses with True for yes."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    CHOICES = (("yes", "Yes (y)", "error", True), ("no", "No (n)", "primary", False))
+
+
+class QuitDialog(ChoiceDialog):
     """Quitting with unsaved training: dismisses with "save", "discard" or "cancel"."""
 
     BINDINGS = [Binding("s", "answer('save')", "Save"), Binding("d", "answer('discard')", "Discard"),
                 Binding("c,escape", "answer('cancel')", "Cancel")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(self.question, classes="question")
-            with Horizontal(classes="buttons"):
-                yield Button("Save (s)", variant="primary", id="save")
-                yield Button("Discard (d)", variant="error", id="discard")
-                yield Button("Cancel (c)", id="cancel")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(str(event.button.id))
-
-    def action_answer(self, answer: str) -> None:
-        self.dismiss(answer)
+    CHOICES = (("save", "Save (s)", "primary", "save"), ("discard", "Discard (d)", "error", "discard"),
+               ("cancel", "Cancel (c)", "default", "cancel"))
 
 
 class PathDialog(ModalScreen[str | None]):
