@@ -399,7 +399,8 @@ class MainScreen(Screen):
             self.query_one(InnerCurveChart).show_curves(snapshot)
         self.draw_algorithm(snapshot)
         compare = next((c["algorithm"] for c in snapshot["companions"] if c["role"] == "compare"), None)
-        _border(self.query_one(SettingsPanel), subtitle=side_by_side(snapshot["companions"], 28 if not self.has_class("roomy") else 42))
+        panel = self.query_one(SettingsPanel)  # a border subtitle has the width less its corners and "─ " either side
+        _border(panel, subtitle=side_by_side(snapshot["companions"], max((panel.size.width or 32) - 6, 10)))
         shown = (tuple(snapshot["settings"].items()), compare)
         if shown != self.shown_settings:
             self.shown_settings = shown
