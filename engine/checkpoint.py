@@ -26,79 +26,14 @@ from typing import Any
 import torch
 
 from engine.config import RunConfig
-from engine.errors import MamlTuiError
+from engine.errors import MamlTuiError, RunError  # noqa: F401  (RunError: engine.checkpoint.RunError, as before)
+from engine.runlock import LOCK_FILE, RunLock, remove_temporary_files  # noqa: F401  (torch-free: the UI takes them too)
 
 FORMAT = "maml-tui-checkpoint"
 RUN_FORMAT = "maml-tui-run"
 VERSION = 1
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.jsonl", "checkpoint.pt"
 PREVIEW_FILE = "preview.json"  # what the explorer shows when it opens the run (plain JSON, see engine.explorer)
-
-
-class RunError(MamlTuiError, ValueError):
-    """A run directory or checkpoint that cannot be used; the message is one clear sentence."""
-
-
-LOCK_FILE = ".lock"  # held (flock) by the one process writing the run; it names that process
-
-
-class RunLock:
-    """One writer per run directory: an exclusive ``flock`` on ``<run>/.lock``, held for as long as a
-    process writes the run (``train``, ``--resume``, an explorer save) and released on any exit, a
-    crash or ``kill -9`` included (the kernel drops it), so a stale lock cannot block anyone. A
-    second writer is refused with one sentence naming the first. Whoever takes the lock removes the
-    temporary files an interrupted save left behind (no writer can be mid-save then)."""
-
-    def __init__(self, path: str | Path, what: str = "a writer"):
-        self.path = Path(path)
-        self.what = what
-        self.handle = None
-
-    def acquire(self) -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, as before
-            return self
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RunError(f"{self.path} is being written by {holder}; wait for it to finish (or stop it) "
-                           "and try again") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} ({self.what})")
-        handle.flush()
-        self.handle = handle
-        remove_temporary_files(self.path)
-        return self
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing drops the flock; the file stays (its text is only a hint)
-            self.handle = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def remove_temporary_files(path: Path) -> list[Path]:
-    """Remove what interrupted atomic writes left in a run directory (``.<name>.*.tmp``)."""
-    removed = []
-    for leftover in path.glob(".*.tmp"):
-        try:
-            leftover.unlink()
-            removed.append(leftover)
-        except OSError:
-            pass
-    return removed
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -140,17 +75,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file at all
         raise RunError(f"{path} is not a readable checkpoint ({type(error).__name__}); it may be corrupt or truncated") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise RunError(f"{path} is not a maml-tui checkpoint")
-    if state.get("version", 0) > VERSION:
-        raise RunError(f"{path} was written by a newer maml-tui (format version {state['version']})")
-    for key in ("step", "params", "config"):
-        if key not in state:
+    check_format(path, state, FORMAT, "checkpoint")
+    for key, kind in (("step", int), ("params", dict), ("config", str), ("optimizer", dict), ("rng", dict), ("buffers", dict)):
+        if key not in state and key in ("step", "params", "config"):
             raise RunError(f"{path} is incomplete: it has no {key!r}")
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            wanted = {int: "a whole number", dict: "a mapping", str: "text"}[kind]
+            label = {"step": "outer step", "params": "parameters", "config": "config", "optimizer": "optimizer state",
+                     "rng": "random-number state", "buffers": "buffers"}[key]
+            raise RunError(f"{path} is corrupt: its {label} ({key!r}) is not {wanted} (it is a {type(state[key]).__name__})")
     bad = [n for n, v in state["params"].items() if not torch.is_tensor(v) or not torch.isfinite(v).all()]
     if bad:
         raise RunError(f"{path} holds non-finite or invalid parameters ({bad[0]})")
     return state
+
+
+def check_format(path: Path, document: Any, expected: str, what: str) -> None:
+    """Refuse, naming ``path``, a document that is not a mapping of the ``expected`` format at
+    :data:`VERSION` (there is one version so far: anything else is a newer maml-tui's, or not ours)."""
+    if not isinstance(document, dict):
+        raise RunError(f"{path} is not a maml-tui {what} (it holds a {type(document).__name__}, not a mapping)")
+    if document.get("format") != expected:
+        raise RunError(f"{path} is not a maml-tui {what} (its format is {document.get('format')!r}, not {expected!r})")
+    version = document.get("version")
+    if type(version) is not int:
+        raise RunError(f"{path} has no valid format version (got {version!r}); it was not written by maml-tui")
+    if version > VERSION:
+        raise RunError(f"{path} was written by a newer maml-tui (format version {version}; this one reads version "
+                       f"{VERSION}); upgrade maml-tui to open it")
+    if version < VERSION:
+        raise RunError(f"{path} has format version {version}, which no maml-tui release wrote; it cannot be read")
 
 
 def _to_cpu(value: Any) -> Any:
@@ -232,8 +186,16 @@ class RunDirectory:
             raise RunError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
         try:
             document = json.loads(self.config_path.read_text())
+        except OSError as error:
+            raise RunError(f"{self.config_path} cannot be read: {error.strerror or error}") from None
+        except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested beyond reason
+            raise RunError(f"{self.config_path} is not valid JSON ({type(error).__name__}); it may be corrupt or truncated") from None
+        check_format(self.config_path, document, RUN_FORMAT, "run config")
+        if not isinstance(document.get("config"), dict):
+            raise RunError(f"{self.config_path} is corrupt: its 'config' must be a mapping of sections")
+        try:
             return RunConfig.from_dict(document["config"]).validate()
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise RunError(f"{self.config_path} is corrupt: {error}") from None
 
     def save_checkpoint(self, state: dict, config: RunConfig) -> None:
@@ -250,23 +212,37 @@ class RunDirectory:
             file.write("".join(json.dumps(record) + "\n" for record in records))
 
     def read_metrics(self) -> list[dict]:
+        """The records of metrics.jsonl; lines that are not records (cut short by a crash or a full
+        disk, or edited by hand) are skipped and counted in ``self.skipped``."""
+        self.skipped = 0
         if not self.metrics_path.is_file():
             return []
         records = []
-        for line in self.metrics_path.read_text(errors="replace").splitlines():
+        try:
+            text = self.metrics_path.read_text(errors="replace")
+        except OSError as error:
+            raise RunError(f"{self.metrics_path} cannot be read: {error.strerror or error}") from None
+        for line in text.splitlines():
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError):
-                continue  # a line cut short by a crash or a full disk
-            if isinstance(record, dict) and isinstance(record.get("step", 0), int) and not isinstance(record.get("step", 0), bool):
-                records.append(record)  # anything else is not a record of ours: skipped
+                record = None  # a line cut short by a crash or a full disk
+            step = record.get("step") if isinstance(record, dict) else None
+            if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+                records.append(record)
+            else:
+                self.skipped += 1  # anything else is not a record of ours
         return records
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drop records past ``step`` (logged after the checkpoint a resume starts from)."""
+    def truncate_metrics(self, step: int) -> int:
+        """Drop records past ``step`` (logged after the checkpoint a resume starts from) and the lines
+        that are not records; the number of the latter."""
         kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         _atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
+        return self.skipped
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu"):
@@ -276,7 +252,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu"):
         state = load_checkpoint(path, device)
         try:
             return RunConfig.from_dict(json.loads(state["config"])).validate(), state
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             raise RunError(f"{path} holds an invalid config: {error}") from None
     run = RunDirectory(path)
     config = run.load_config()

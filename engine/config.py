@@ -103,10 +103,19 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"the run config must be a mapping of sections, got a {type(data).__name__}")
+        for section in data:
+            if section not in ("task", "model", "algo", "train"):
+                raise ConfigError(f"the run config has an unknown section {section!r}; it has task, model, algo and train")
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"the run config's {section!r} must be a mapping, got a {type(data[section]).__name__}")
         try:
             model = dict(data.get("model", {}))
             if "hidden" in model:
-                model["hidden"] = tuple(int(h) for h in model["hidden"])
+                if not isinstance(model["hidden"], (list, tuple)):
+                    raise ConfigError(f"the model's hidden widths must be a list of whole numbers, got {model['hidden']!r}")
+                model["hidden"] = tuple(model["hidden"])  # validate() checks each is a whole number
             return cls(
                 task=TaskConfig(**data.get("task", {})),
                 model=ModelConfig(**model),
@@ -133,7 +142,7 @@ class RunConfig:
         """Raise ``ValueError`` with one clear sentence if any field is out of range (see ``LIMITS``),
         of the wrong type, or would need more memory than this machine has."""
         self._check_types()
-        registry.lookup("task family", registry.TASKS, self.task.name)
+        registry.lookup("task family", registry.TASKS, self.task.name).load().check_ranges(self.task.ranges)
         registry.lookup("model", registry.MODELS, self.model.kind)
         algorithm = registry.algorithm_class(self.algo.name)
         if not isinstance(self.algo.options, dict):

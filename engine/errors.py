@@ -3,7 +3,7 @@
 can ``except engine.MamlTuiError`` and print ``str(error)`` (no stack from inside torch).
 
 * :class:`ConfigError` (also a ``ValueError``): a setting, flag or config field out of range.
-* ``engine.checkpoint.RunError`` (also a ``ValueError``): a run directory or checkpoint that
+* :class:`RunError` (``engine.checkpoint.RunError``; also a ``ValueError``): a run directory or checkpoint that
   cannot be used, or that another process is writing.
 * ``engine.trainer.DivergedError`` (also a ``RuntimeError``): training blew up; the last good
   checkpoint is kept.
@@ -18,3 +18,7 @@ class MamlTuiError(Exception):
 
 class ConfigError(MamlTuiError, ValueError):
     """A setting out of range or of the wrong type."""
+
+
+class RunError(MamlTuiError, ValueError):
+    """A run directory or checkpoint that cannot be used; the message is one clear sentence."""

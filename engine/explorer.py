@@ -33,6 +33,41 @@ CURVE_STEPS = 10  # the loss-per-inner-step curve always reaches at least this m
 GRID_POINTS = 121  # x positions of the plotted curves
 SETTINGS = ("task", "algorithm", "hidden", "shots", "inner_lr", "inner_steps", "meta_batch_size", "seed")
 FRESH_SETTINGS = ("algorithm", "hidden")  # changing these starts a new model
+RECORDS_KEPT = 4_000  # outer-step records a session holds at most (charts draw a few hundred points)
+
+
+class RecordLog(list):
+    """Outer-step records, at most ``kept`` of them, evenly spread over the whole history.
+
+    Live training records ten steps a second, forever; holding them all grew both explorer
+    processes by about 0.3 MiB a minute. When the log is full it keeps every other record and from
+    then on takes one record in ``stride`` (doubled each time), so memory stays flat and the charts
+    still show the whole run at an even resolution. ``thinned`` says the log was rewritten (the
+    interface then needs the whole log again, not just the newest records).
+    """
+
+    def __init__(self, records=(), kept: int = RECORDS_KEPT):
+        super().__init__(records)
+        self.kept, self.stride, self.offered, self.thinned = kept, 1, len(self), False
+        self._fit()
+
+    def offer(self, record) -> bool:
+        """Keep ``record`` if it falls on the stride; True when it was kept."""
+        self.offered += 1
+        if self.offered % self.stride:
+            return False
+        self.append(record)
+        self._fit()
+        return True
+
+    def _fit(self) -> None:
+        while len(self) > self.kept:
+            # the log holds the offers numbered k*stride for consecutive k; keep those with k even, so
+            # the next kept offer (the next multiple of the doubled stride) continues the even spacing
+            first = self.offered // self.stride - len(self) + 1
+            self[:] = self[first % 2::2]
+            self.stride *= 2
+            self.thinned = True
 
 
 @dataclass(frozen=True)
@@ -186,7 +221,8 @@ class ExplorerSession:
         self.source = source
         # the outer step the source run holds on disk (None: nothing of this model is saved anywhere)
         self.saved_step: int | None = learner.step if source != "new model" else None
-        self.records: list[OuterRecord] = list(records or [])
+        self.records = records or []
+        self.notes: list[str] = []  # remarks for the user about what was opened (sent once, then cleared)
         self.companions: dict[str, MetaLearner] = {}
         self.last_batch = None  # the meta-batch of the last outer step (for the small multiples)
         self.batch_count = 0  # how many of its tasks each snapshot shows (0: none; the panel is closed)
@@ -205,11 +241,22 @@ class ExplorerSession:
             return cls(MetaLearner(config or RunConfig(), device), "new model")
         path = Path(path)
         learner = MetaLearner.from_run(path, device)
-        return cls(learner, str(path), _read_records(path))
+        notes: list[str] = []
+        session = cls(learner, str(path), _read_records(path, notes))
+        session.notes = notes
+        return session
 
     @property
     def config(self) -> RunConfig:
         return self.learner.config
+
+    @property
+    def records(self) -> RecordLog:
+        return self._records
+
+    @records.setter
+    def records(self, records) -> None:
+        self._records = RecordLog(records)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -279,8 +326,7 @@ class ExplorerSession:
                                 f"restored step {self.learner.step}. Lower the inner learning rate or start a new model")
         self._restore_point = None  # this state is good: the next call saves it
         record = OuterRecord.from_metrics(metrics)
-        self.records.append(record)
-        return [record]
+        return [record] if self.records.offer(record) else []
 
     # -- settings and models --------------------------------------------------------------------
     @property
@@ -388,19 +434,21 @@ class ExplorerSession:
         run.save_checkpoint(self.learner.state_dict(), self.config)
         run.replace_records([{**asdict(r), "inner_grad_norms": [r.inner_grad_norm], "its_per_second": 0.0}
                              for r in self.records if r.step <= self.learner.step])
-        run.write_json(AUTOSAVE_FILE, {"source": self.source, "saved_step": self.saved_step, "step": self.learner.step,
-                                       "time": time.time()})
+        run.write_json(AUTOSAVE_FILE, {"format": AUTOSAVE_FORMAT, "version": 1, "source": self.source,
+                                       "saved_step": self.saved_step, "step": self.learner.step, "time": time.time()})
         return run.path
 
     @classmethod
     def restore(cls, path: str | Path, device: str = "auto") -> "ExplorerSession":
         """The session an autosave holds, knowing again where its model came from."""
         session = cls.open(path, device)
-        try:
-            marker = json.loads((Path(path) / AUTOSAVE_FILE).read_text())
-            session.source, session.saved_step = str(marker["source"]), marker["saved_step"]
-        except (OSError, ValueError, KeyError, TypeError):
+        marker = read_autosave_marker(Path(path))
+        if marker is None:
             session.source, session.saved_step = "autosave", None
+            session.notes.append(f"{Path(path) / AUTOSAVE_FILE} is missing or not an autosave marker, so where this "
+                                 "model came from is not known; it counts as unsaved")
+        else:
+            session.source, session.saved_step = marker
         return session
 
     def preview(self) -> dict[str, Any]:
@@ -414,7 +462,7 @@ class ExplorerSession:
         self._restore_point = None
         if role == "main":
             self.learner = learner
-            self.records = _read_records(Path(path))
+            self.records = _read_records(Path(path), self.notes)
             self.source, self.saved_step = str(path), learner.step
             self.companions = {r: MetaLearner(companion_config(learner.config, c.config.algo.name), learner.device)
                                for r, c in self.companions.items()}
@@ -501,6 +549,24 @@ class ExplorerSession:
 # -- helpers --------------------------------------------------------------------------------------
 PREVIEW_FORMAT = "maml-tui-preview"
 AUTOSAVE_FILE = "autosave.json"  # in an autosave directory: where its model came from, and when
+AUTOSAVE_FORMAT = "maml-tui-autosave"
+
+
+def read_autosave_marker(path: Path) -> tuple[str, int | None] | None:
+    """``(source, saved_step)`` of an autosave directory's marker, or None when it is missing or not
+    one: ``{"format": "maml-tui-autosave", "version": 1, "source": str, "saved_step": int >= 0 or null,
+    "step": int, "time": float}`` (a marker of the first explorers, without format and version, is
+    read the same way)."""
+    try:
+        marker = json.loads((path / AUTOSAVE_FILE).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format", AUTOSAVE_FORMAT) != AUTOSAVE_FORMAT or marker.get("version", 1) != 1:
+        return None
+    source, saved = marker.get("source"), marker.get("saved_step")
+    if not isinstance(source, str) or not (saved is None or (type(saved) is int and saved >= 0)):
+        return None
+    return source, saved
 
 
 def catalog() -> dict[str, Any]:
@@ -536,15 +602,22 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     return value
 
-def _read_records(path: Path) -> list[OuterRecord]:
+def _read_records(path: Path, notes: list[str] | None = None) -> list[OuterRecord]:
+    """The records of a run's metrics.jsonl; lines that are not records are skipped (never a reason to
+    refuse the run) and, when ``notes`` is given, counted in a note there."""
     if not Path(path).is_dir():
         return []
-    records = []
-    for data in RunDirectory(path).read_metrics():
+    run = RunDirectory(path)
+    records, skipped = [], 0
+    for data in run.read_metrics():
         try:
             records.append(OuterRecord.from_metrics(data))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
-            continue  # an odd line (hand-edited, cut short) is skipped, never a reason to refuse the run
+            skipped += 1  # a record with a value of the wrong kind (hand-edited)
+    skipped += run.skipped
+    if skipped and notes is not None:
+        notes.append(f"{run.metrics_path}: skipped {skipped} line{'s' * (skipped != 1)} that {'are' if skipped != 1 else 'is'} "
+                     "not a record (cut short by a crash or a full disk, or edited); the charts show the rest")
     return records
 
 

@@ -90,6 +90,7 @@ class Server:
             else:
                 self.session = ExplorerSession.open(self.run, self.device)
             self.send_records(reset=True)
+            self.send_notes()
             self.send_snapshot()
         except Exception as error:  # a corrupt run: the engine stays up, so another can be opened
             what = "the autosave" if self.restore else (self.run or "a new model")
@@ -137,6 +138,7 @@ class Server:
                 else:
                     self.session = ExplorerSession.open(arguments["path"], self.device)
                 self.send_records(reset=True)
+                self.send_notes()
                 self.keep_safe()
                 self.dirty = True
                 return
@@ -169,6 +171,7 @@ class Server:
                 session.load(arguments["path"], arguments.get("role", "main"))
                 if arguments.get("role", "main") == "main":
                     self.send_records(reset=True)
+                    self.send_notes()
             elif name == "batch_view":  # the small multiples: how many tasks of the meta-batch to send (0: none)
                 self.batch_count = max(0, min(int(arguments.get("count", 0)), 12))
             elif name == "snapshot":
@@ -194,7 +197,7 @@ class Server:
             # bursts measure every chunk; live training measures every RECORD_SECONDS and runs bare between
             record = not self.running or now - self.last_record >= RECORD_SECONDS
             records = self.session.outer_steps(count, seconds=CHUNK_SECONDS, record=record)
-            if records:
+            if record:
                 self.last_record = now
             done = self.session.learner.step - before
             if not self.running:
@@ -238,7 +241,15 @@ class Server:
             self.its_per_second = (step - first_step) / (now - first_time)
 
     # -- events ---------------------------------------------------------------------------------
+    def send_notes(self) -> None:
+        if self.session is not None:
+            for note in self.session.notes:
+                self.send("note", message=note)
+            self.session.notes = []
+
     def send_records(self, reset: bool = False) -> None:
+        if self.session is not None and self.session.records.thinned:  # the log was thinned: send it whole
+            self.session.records.thinned, reset = False, True
         if reset:
             self.pending = []
             self.send("records", records=[asdict(r) for r in self.session.records], reset=True)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engine.errors import ConfigError
 from engine.losses import Loss, MeanSquaredError
 
 
@@ -54,6 +55,9 @@ def _uniform(low: float, high: float, n: int, generator: torch.Generator, device
     return torch.rand(n, generator=generator, device=device, dtype=dtype) * (high - low) + low
 
 
+RANGE_LIMIT = 10_000.0  # task parameters and inputs stay within +-this: beyond it float32 losses overflow
+
+
 class TaskFamily:
     """Base class: subclasses set ``name``, ``defaults`` and implement ``sample_params``/``truth``."""
 
@@ -64,20 +68,37 @@ class TaskFamily:
     output_dim = 1  # model outputs per point
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, **ranges: Any):
-        unknown = set(ranges) - set(self.defaults)
-        if unknown:
-            raise ValueError(
-                f"task family {self.name!r} has no range {sorted(unknown)[0]!r}; "
-                f"it has {', '.join(sorted(self.defaults))}"
-            )
-        self.ranges = {**self.defaults, **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in ranges.items()}}
-        for key, value in self.ranges.items():
-            if isinstance(self.defaults[key], tuple) and not isinstance(value, tuple):
-                raise ValueError(f"range {key!r} of task family {self.name!r} must be [low, high], got {value!r}")
-            if isinstance(value, tuple) and (len(value) != 2 or not value[0] <= value[1]):
-                raise ValueError(f"range {key!r} of task family {self.name!r} must be [low, high] with low <= high")
+        self.ranges = self.check_ranges(ranges)
         self.device = torch.device(device)
         self.dtype = dtype
+
+    @classmethod
+    def check_ranges(cls, ranges: Any) -> dict[str, Any]:
+        """The family's ranges with ``ranges`` laid over them; :class:`ConfigError` names the first one
+        that is unknown, not ``[low, high]`` with low <= high (low < high for ``x``), not finite, beyond
+        ``RANGE_LIMIT``, or (for a probability such as ``p_sine``) outside [0, 1]."""
+        if not isinstance(ranges, dict):
+            raise ConfigError(f"the ranges of task family {cls.name!r} must be a mapping of names to [low, high], got {ranges!r}")
+        unknown = sorted(str(k) for k in set(ranges) - set(cls.defaults))
+        if unknown:
+            raise ConfigError(f"task family {cls.name!r} has no range {unknown[0]!r}; it has {', '.join(sorted(cls.defaults))}")
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= RANGE_LIMIT  # noqa: E731
+        checked = dict(cls.defaults)
+        for key, value in ranges.items():
+            if isinstance(cls.defaults[key], tuple):
+                if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) for v in value)):
+                    raise ConfigError(f"range {key!r} of task family {cls.name!r} must be [low, high], two finite numbers "
+                                      f"within ±{RANGE_LIMIT:,g}, got {value!r}")
+                low, high = float(value[0]), float(value[1])
+                if not (low < high if key == "x" else low <= high):
+                    raise ConfigError(f"range {key!r} of task family {cls.name!r} must be [low, high] with low "
+                                      f"{'<' if key == 'x' else '<='} high, got {value!r}")
+                checked[key] = (low, high)
+            else:
+                if not (number(value) and 0 <= value <= 1):
+                    raise ConfigError(f"{key!r} of task family {cls.name!r} is a probability between 0 and 1, got {value!r}")
+                checked[key] = float(value)
+        return checked
 
     # -- subclasses -----------------------------------------------------------------------------
     def sample_params(self, num_tasks: int, generator: torch.Generator) -> dict[str, Tensor]:

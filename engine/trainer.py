@@ -380,7 +380,7 @@ class Probe:
 class TrainEvent:
     """What :func:`train` reports through its callback."""
 
-    kind: str  # "start", "log", "checkpoint", "end"
+    kind: str  # "start", "log", "checkpoint", "note" (a remark for the user), "end"
     step: int
     total: int
     metrics: OuterMetrics | None = None
@@ -435,7 +435,11 @@ def _train_locked(config, run, device, threads, resume, steps, emit, should_stop
             raise checkpoint.RunError(
                 f"{run.path} is already at outer step {learner.step:,}, so --steps {steps:,} asks for nothing; give a "
                 f"target beyond it, or resume without --steps to finish its own target ({stored.train.steps:,})")
-        run.truncate_metrics(learner.step)
+        dropped = run.truncate_metrics(learner.step)
+        if dropped:
+            emit(TrainEvent("note", learner.step, config.train.steps,
+                            message=f"{run.metrics_path}: dropped {dropped} line{'s' * (dropped != 1)} that "
+                                    "were not records (cut short by a crash or a full disk, or edited)"))
         if steps is not None:
             run.write_config(config)  # the new target survives a later plain --resume
     else:

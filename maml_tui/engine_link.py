@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from maml_tui.launch import SHIPPED_RUN  # a meta-trained sinusoid MAML run: maml-tui train --out maml_tui/data/sinusoid-maml
-from maml_tui.paths import autosave_dir
+from maml_tui.paths import claim_autosave_dir
 
 
 def _engine_main(commands, events, options: dict[str, Any]) -> None:
@@ -42,7 +42,10 @@ class EngineLink:
             raise ValueError(f"unknown engine mode {mode!r}")
         self.mode = mode
         self.fresh = fresh
-        autosave = Path(autosave) if autosave is not None else autosave_dir()
+        self.autosave_lock = None  # held while this explorer may write its autosave directory
+        if autosave is None:
+            autosave, self.autosave_lock = claim_autosave_dir()
+        autosave = Path(autosave)
         run = autosave if restore else (None if fresh else (SHIPPED_RUN if run is None else run))
         self.options = {"run": None if run is None else str(run), "device": device, "snapshot_rate": snapshot_rate,
                         "autosave": str(autosave), "restore": restore}
@@ -78,8 +81,10 @@ class EngineLink:
         nothing trained is lost), otherwise onto the same run."""
         autosave = Path(self.options["autosave"])
         restore = restore and (autosave / "checkpoint.pt").is_file()
-        return EngineLink(None if restore else self.options["run"], self.options["device"], self.mode,
+        link = EngineLink(None if restore else self.options["run"], self.options["device"], self.mode,
                           self.fresh and not restore, self.options["snapshot_rate"], autosave, restore)
+        link.autosave_lock, self.autosave_lock = self.autosave_lock, None  # the same directory, still ours
+        return link
 
     def attach(self, deliver: Callable[[list[dict]], None], died: Callable[[int | None], None]) -> None:
         """Start delivering events: ``deliver(events)`` in batches, ``died(exit_code)`` once."""

@@ -24,6 +24,26 @@ def autosave_dir() -> Path:
     return state_dir() / "autosave"
 
 
+AUTOSAVE_SLOTS = 8  # explorers open at once that each get an autosave directory of their own
+
+
+def claim_autosave_dir():
+    """``(directory, lock)``: the autosave directory this explorer alone writes. The first free of
+    ``autosave``, ``autosave-2`` ... is locked (the lock of ``maml-tui train``, held until this process
+    ends; a crashed explorer's lock is gone with it), so two explorers open at once never write into
+    one another's autosave. Taking the lock also removes what an interrupted autosave left behind."""
+    from engine.runlock import RunLock  # torch-free
+    from engine.errors import RunError
+
+    for slot in range(1, AUTOSAVE_SLOTS + 1):
+        path = autosave_dir() if slot == 1 else state_dir() / f"autosave-{slot}"
+        try:
+            return path, RunLock(path, "a maml-tui explorer").acquire()
+        except (RunError, OSError):
+            continue
+    return state_dir() / f"autosave-{os.getpid()}", None
+
+
 def config_dir() -> Path:
     override = os.environ.get("MAML_TUI_CONFIG_DIR")
     if override:

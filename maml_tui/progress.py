@@ -33,6 +33,9 @@ class TrainProgress:
         self.progress.__exit__(*exc)
 
     def on_event(self, event) -> None:
+        if event.kind == "note":  # said even when quiet, on stderr: stdout is the run directory alone
+            Console(stderr=True, soft_wrap=True).print(f"note: {escape(event.message)}", highlight=False)
+            return
         if self.quiet:
             return
         if event.kind == "start":

@@ -88,6 +88,8 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "∞"
 
 
+MESSAGES_KEPT = 1_000  # the newest messages N lists (older ones are dropped)
+
 class MainScreen(Screen):
     """Everything the explorer shows at once."""
 
@@ -130,7 +132,7 @@ class MainScreen(Screen):
         self.ready = False  # the engine has answered; until then the picture is the run's preview
         self.engine_down = ""  # why the engine is not there (a crash, a failed start), or ""
         self.autosaved_step: int | None = None  # the step this session's engine last kept safe
-        self.messages: list[tuple[float, str, str]] = []  # (time, severity, text): every message since launch
+        self.messages: list[tuple[float, str, str]] = []  # (time, severity, text): the messages since launch
         self.quitting = False  # waiting for a save to finish before quitting
         self.engine_info: dict = {}
         self.memory: tuple[float, float] | None = None  # GiB held of the GPU and its size (None on the CPU)
@@ -266,6 +268,9 @@ class MainScreen(Screen):
                 self.app.notify(f"saved step {event['step']:,} to {event['path']}", title="saved", markup=False)
                 if self.quitting:
                     self.app.exit()
+            elif kind == "note":  # a remark about what was opened, e.g. unreadable lines of its metrics
+                self.set_message(event["message"], "warning")
+                self.app.notify(event["message"], title="note", severity="warning", timeout=8, markup=False)
             elif kind == "autosaved":
                 self.autosaved_step = event["step"]
             elif kind == "restored":
@@ -333,6 +338,7 @@ class MainScreen(Screen):
         self.message = text
         if text and (not self.messages or self.messages[-1][2] != text):
             self.messages.append((time.time(), severity, text))
+            del self.messages[:-MESSAGES_KEPT]  # a long session's log stays bounded
         self.query_one(StatusBar).update_status(message=text, severity=severity)
 
     def action_messages(self) -> None:
