@@ -45,6 +45,15 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
 
 
+async def until(condition, app, what: str, seconds: float = 20.0) -> None:
+    """Wait for ``condition``; a frozen interface is a failure of the soak, said with what is on screen."""
+    start = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - start > seconds:
+            raise RuntimeError(f"waited {seconds:.0f} s for {what}; the screen is {type(app.screen).__name__}")
+        await asyncio.sleep(0.01)
+
+
 async def soak(minutes: float, every: float, warmup: float) -> dict:
     from benchmarks.explorer_throughput import press
     from maml_tui.app import ExplorerApp
@@ -69,12 +78,10 @@ async def soak(minutes: float, every: float, warmup: float) -> dict:
                 actions += 1
                 if actions % 6 == 0:
                     press(app, "question_mark", "?")
-                    while not isinstance(app.screen, HelpScreen):
-                        await asyncio.sleep(0.01)
+                    await until(lambda: isinstance(app.screen, HelpScreen), app, "the help screen to open")
                     await asyncio.sleep(0.5)
                     press(app, "escape", "\x1b")
-                    while not isinstance(app.screen, MainScreen):
-                        await asyncio.sleep(0.01)
+                    await until(lambda: isinstance(app.screen, MainScreen), app, "the help screen to close")
                 else:
                     press(app, "n", "n")
                     await asyncio.sleep(0.5)

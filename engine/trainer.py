@@ -55,13 +55,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+MAX_THREADS = 1_024  # torch's thread pools crash (segfault) when asked for millions of threads
+
+
 def resolve_threads(threads: int | None, device: torch.device, config: RunConfig) -> int:
     """CPU threads for torch. Small meta-batches run fastest on ONE thread: each op is a few
     microseconds of work and splitting it costs more than it saves (measured: 1 thread is up to
     3x faster than 2 on the default workload). Bigger workloads get every core."""
     if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be positive, got {threads}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(f"--threads must be between 1 and {MAX_THREADS:,}, got {threads!r}")
         return threads
     if device.type != "cpu":
         return 1
@@ -168,10 +171,15 @@ class MetaLearner:
         return self._optimizer
 
     def _load_optimizer(self, state: dict) -> None:
-        scales = [group["scale"] for group in self._optimizer.param_groups]
-        self._optimizer.load_state_dict(state)
-        for group, scale in zip(self._optimizer.param_groups, scales):  # older checkpoints have no scale
-            group.setdefault("scale", scale)
+        """Take a checkpoint's Adam moments (checked by :meth:`check_state`) and nothing else: the
+        hyperparameters (rates, betas, eps, the fused flag) are this learner's own, from its config,
+        so no value of the file can reach the optimizer's kernel but three tensors per parameter."""
+        own = self._optimizer.state_dict()
+        own["state"] = {int(index): {"step": torch.tensor(_count(entry["step"]), dtype=torch.float32),
+                                     "exp_avg": entry["exp_avg"].detach().clone(),
+                                     "exp_avg_sq": entry["exp_avg_sq"].detach().clone()}
+                        for index, entry in state["state"].items()}
+        self._optimizer.load_state_dict(own)
 
     @property
     def progress(self) -> float:
@@ -273,12 +281,16 @@ class MetaLearner:
             if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict) or not isinstance(optimizer.get("param_groups"), list):
                 raise ConfigError("its optimizer state is not an Adam state (state and param_groups)")
             order = self._optimizer_order()
-            counted = sum(len(g.get("params", ())) if isinstance(g, dict) else 0 for g in optimizer["param_groups"])
-            if counted != len(order):
-                raise ConfigError(f"its optimizer state covers {counted} parameters; this model has {len(order)}")
-            for group in optimizer["param_groups"]:
+            groups = optimizer["param_groups"]
+            if not all(isinstance(g, dict) and isinstance(g.get("params"), list) and all(type(i) is int for i in g["params"])
+                       for g in groups):
+                raise ConfigError("its optimizer's parameter groups are not lists of parameter numbers")
+            numbers = sorted(i for g in groups for i in g["params"])
+            if numbers != list(range(len(order))):
+                raise ConfigError(f"its optimizer state covers {len(numbers)} parameters; this model has {len(order)}")
+            for group in groups:  # not used (the learner's own rates are), but a file with these is not sane
                 for key in ("lr", "eps", "weight_decay"):
-                    if key in group and not (isinstance(group[key], (int, float)) and math.isfinite(group[key]) and group[key] >= 0):
+                    if key in group and not (type(group[key]) in (int, float) and math.isfinite(group[key]) and group[key] >= 0):
                         raise ConfigError(f"its optimizer's {key} {group[key]!r} is not a finite non-negative number")
             for index, entry in optimizer["state"].items():
                 if not isinstance(index, int) or not 0 <= index < len(order) or not isinstance(entry, dict):
@@ -289,10 +301,9 @@ class MetaLearner:
                         raise ConfigError(f"its optimizer's {key} for parameter {index} is not a real tensor of shape {tuple(order[index].shape)}")
                     if not torch.isfinite(moment).all() or (key == "exp_avg_sq" and (moment < 0).any()):
                         raise ConfigError(f"its optimizer's {key} for parameter {index} is not finite (or is negative)")
-                count = entry.get("step")
-                value = float(count) if torch.is_tensor(count) and count.numel() == 1 and not count.is_complex() else count
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                    raise ConfigError(f"its optimizer's step count for parameter {index} is not a finite non-negative number")
+                if _count(entry.get("step")) is None:
+                    raise ConfigError(f"its optimizer's step count for parameter {index} is not a whole number "
+                                      f"between 0 and {MAX_STEP:,}")
         rng = state.get("rng") or {}
         if not isinstance(rng, dict):
             raise ConfigError("its random-number state is not a mapping")
@@ -335,6 +346,18 @@ class MetaLearner:
 
 
 MAX_STEP = 10**12  # beyond any real run (30 years at a thousand meta-it/s); a bigger count is a corrupt file
+
+
+def _count(value) -> float | None:
+    """An Adam step count (a number or a one-element real tensor) as a float, None when it is not a
+    whole number in 0..MAX_STEP."""
+    if torch.is_tensor(value):
+        if value.numel() != 1 or value.is_complex():
+            return None
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if 0 <= value <= MAX_STEP and float(value).is_integer() else None
 
 
 class Probe:

@@ -49,11 +49,38 @@ def _writable_file(path: Path) -> str:
     return ""
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline in a path, an escape sequence) written as escapes,
+    so user text can neither break the one line nor drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(message: str, code: int = 1) -> None:
     """End the command with one clear sentence on stderr."""
-    message = message[0].upper() + message[1:] if message else message
+    message = printable(message[0].upper() + message[1:] if message else message)
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # user text (paths, names) is text
     raise typer.Exit(code)
+
+
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of one path component and of a whole path on Linux and macOS
+
+
+def check_path(path: Path | None, flag: str) -> None:
+    """Refuse a path no file system can hold (a component over 255 bytes, 4096 in all, a NUL byte)
+    or that cannot even be looked at, before any work; the rest is each command's to check."""
+    if path is None:
+        return
+    text = str(path)
+    if "\x00" in text:
+        fail(f"{flag} {text!r} holds a NUL character, which no path can")
+    longest = max((len(part.encode(errors="surrogateescape")) for part in Path(text).parts), default=0)
+    if longest > NAME_MAX or len(text.encode(errors="surrogateescape")) > PATH_MAX:
+        fail(f"{flag} names a path longer than a file system allows ({longest} bytes in one name; the most is "
+             f"{NAME_MAX}, and {PATH_MAX} in all)")
+    try:
+        path.exists()
+    except OSError as error:
+        fail(f"{flag} {text} cannot be looked at: {error.strerror or error}")
 
 
 TASK_HELP = f"Task family: {', '.join(registry.TASKS)}."
@@ -117,6 +144,7 @@ def explore(
 def _run_explorer(run: Path | None, ascii_mode: bool, device: str, present: bool = False) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("the explorer needs an interactive terminal (a TTY); use 'maml-tui train' or 'maml-tui eval' for headless runs")
+    check_path(run, "the run")
     if run is not None and not run.exists():
         fail(f"{run} does not exist")
     from maml_tui.app import run_explorer
@@ -157,10 +185,12 @@ def train(
     from engine.config import AlgoConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
     from engine.trainer import DivergedError, resolve_device, train as run_training
 
+    check_path(out, "--out")
+    check_path(resume, "--resume")
     if steps is not None and steps < 0:
         fail(f"--steps must not be negative, got {steps}")
-    if threads is not None and threads < 1:
-        fail(f"--threads must be positive, got {threads}")
+    if threads is not None and not 1 <= threads <= 1_024:
+        fail(f"--threads must be between 1 and 1,024, got {threads:,}")
     try:
         resolve_device(device)
         from engine.backends import check_name
@@ -257,6 +287,8 @@ def evaluate_runs(
     from engine.evaluate import evaluate
     from engine.trainer import MetaLearner, resolve_device
 
+    for run in runs:
+        check_path(run, "the run")
     for flag, value, most in (("--shots", shots, 100_000), ("--tasks", tasks, 1_000_000), ("--query", query, 100_000)):
         if not 1 <= value <= most:
             fail(f"{flag} must be between 1 and {most:,}, got {value:,}")
@@ -324,6 +356,7 @@ def bench(
         fail(f"--seconds must be between 0.05 and 3600, got {seconds}")
     if not 1 <= meta_batch <= 10_000:
         fail(f"--meta-batch must be between 1 and 10,000, got {meta_batch:,}")
+    check_path(out, "--out")
     if out is not None:
         problem = _writable_file(out)
         if problem:

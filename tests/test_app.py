@@ -9,6 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+from rich.text import Text
+
 from textual.widgets import Select
 
 from engine.registry import ALGORITHMS as ALGORITHM_NAMES
@@ -496,6 +499,20 @@ async def test_at_80x24_every_title_fits_and_every_curve_is_named_by_its_glyph()
             assert glyph in legend, legend
         status = main.query_one("#status").render()
         assert Text.from_markup(str(status)).cell_len <= 80 if isinstance(status, str) else True
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_a_prediction_far_off_the_data_is_drawn_clipped_and_said_so(size):
+    import copy
+
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        main = await ready(pilot)
+        far = copy.deepcopy(main.snapshot)
+        far["predictions"] = [[100.0 * v + 50.0 for v in far["predictions"][0]]]
+        main.draw_fit(far)
+        await pilot.pause()
+        assert "clipped" in Text.from_markup(str(main.query_one(FitPlot).border_subtitle)).plain
 
 
 async def test_ascii_mode_gives_every_series_its_own_character():

@@ -50,3 +50,14 @@ def test_every_fit_series_has_a_glyph_of_its_own(mode):
         assert all(ord(ch) < 128 for ch in "".join(glyphs))
     for kind in KINDS:
         assert look.colour(kind) != Look(mode, dark=False).colour(kind) or kind == "older"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("width", [200, 40, 8])
+def test_a_clipped_fit_says_so_in_its_legend_at_any_width(mode, width):
+    """The "clipped" word has no glyph of its own; the legend crashed looking one up (found by the
+    memory soak: a small-amplitude task whose prediction left twice the data's span)."""
+    from maml_tui.widgets.plots import legend_markup
+
+    entries = [("truth", "truth", "truth"), ("theta", "θ", "θ"), ("clipped", "clipped at the border", "clipped")]
+    assert "clipped" in legend_markup(Look(mode), entries, width)

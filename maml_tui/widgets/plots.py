@@ -363,7 +363,8 @@ def legend_markup(look: Look, entries: Sequence[tuple[str, str, str]], width: in
     """The legend in at most ``width`` cells: full labels if they fit, short ones otherwise, and
     short ones set tight against their glyphs (``-truth osup``) when even those do not."""
     for index, gap in ((1, " "), (2, " "), (2, "")):
-        plain = sum(len(entry[index]) + len(look.glyph(entry[0])) + len(gap) + 1 for entry in entries) - 1
+        plain = sum(len(entry[index]) + (0 if entry[0] == "clipped" else len(look.glyph(entry[0])) + len(gap)) + 1
+                    for entry in entries) - 1  # "clipped" is a word of warning, with no glyph
         if plain <= width or gap == "":
             return " ".join(f"[b $warning]{entry[index]}[/]" if entry[0] == "clipped"
                             else f"[{look.hex(entry[0])}]{look.glyph(entry[0])}{gap}{entry[index]}[/]" for entry in entries)
