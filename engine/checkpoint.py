@@ -20,13 +20,14 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.config import RunConfig
-from engine.errors import MamlTuiError, RunError  # noqa: F401  (RunError: engine.checkpoint.RunError, as before)
+from engine.errors import MamlTuiError, RunError, shown  # noqa: F401  (RunError: engine.checkpoint.RunError, as before)
 from engine.runlock import LOCK_FILE, RunLock, remove_temporary_files  # noqa: F401  (torch-free: the UI takes them too)
 
 FORMAT = "maml-tui-checkpoint"
@@ -72,18 +73,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles; the sentence below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file at all
         raise RunError(f"{path} is not a readable checkpoint ({type(error).__name__}); it may be corrupt or truncated") from None
     check_format(path, state, FORMAT, "checkpoint")
     for key, kind in (("step", int), ("params", dict), ("config", str), ("optimizer", dict), ("rng", dict), ("buffers", dict)):
         if key not in state and key in ("step", "params", "config"):
-            raise RunError(f"{path} is incomplete: it has no {key!r}")
+            raise RunError(f"{path} is incomplete: it has no {shown(key)}")
         if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
             wanted = {int: "a whole number", dict: "a mapping", str: "text"}[kind]
             label = {"step": "outer step", "params": "parameters", "config": "config", "optimizer": "optimizer state",
                      "rng": "random-number state", "buffers": "buffers"}[key]
-            raise RunError(f"{path} is corrupt: its {label} ({key!r}) is not {wanted} (it is a {type(state[key]).__name__})")
+            raise RunError(f"{path} is corrupt: its {label} ({shown(key)}) is not {wanted} (it is a {type(state[key]).__name__})")
     bad = [n for n, v in state["params"].items() if not torch.is_tensor(v) or not torch.isfinite(v).all()]
     if bad:
         raise RunError(f"{path} holds non-finite or invalid parameters ({bad[0]})")
@@ -96,10 +99,10 @@ def check_format(path: Path, document: Any, expected: str, what: str) -> None:
     if not isinstance(document, dict):
         raise RunError(f"{path} is not a maml-tui {what} (it holds a {type(document).__name__}, not a mapping)")
     if document.get("format") != expected:
-        raise RunError(f"{path} is not a maml-tui {what} (its format is {document.get('format')!r}, not {expected!r})")
+        raise RunError(f"{path} is not a maml-tui {what} (its format is {shown(document.get('format'))}, not {shown(expected)})")
     version = document.get("version")
     if type(version) is not int:
-        raise RunError(f"{path} has no valid format version (got {version!r}); it was not written by maml-tui")
+        raise RunError(f"{path} has no valid format version (got {shown(version)}); it was not written by maml-tui")
     if version > VERSION:
         raise RunError(f"{path} was written by a newer maml-tui (format version {version}; this one reads version "
                        f"{VERSION}); upgrade maml-tui to open it")
@@ -191,6 +194,9 @@ class RunDirectory:
         except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested beyond reason
             raise RunError(f"{self.config_path} is not valid JSON ({type(error).__name__}); it may be corrupt or truncated") from None
         check_format(self.config_path, document, RUN_FORMAT, "run config")
+        for key in ("created", "torch"):  # when and with which torch it was made: text, for people to read
+            if key in document and not isinstance(document[key], str):
+                raise RunError(f"{self.config_path} is corrupt: its {key!r} must be text, got {shown(document[key])}")
         if not isinstance(document.get("config"), dict):
             raise RunError(f"{self.config_path} is corrupt: its 'config' must be a mapping of sections")
         try:

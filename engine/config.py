@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, shown
 from engine import registry
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
@@ -107,14 +107,14 @@ class RunConfig:
             raise ConfigError(f"the run config must be a mapping of sections, got a {type(data).__name__}")
         for section in data:
             if section not in ("task", "model", "algo", "train"):
-                raise ConfigError(f"the run config has an unknown section {section!r}; it has task, model, algo and train")
+                raise ConfigError(f"the run config has an unknown section {shown(section)}; it has task, model, algo and train")
             if not isinstance(data[section], dict):
-                raise ConfigError(f"the run config's {section!r} must be a mapping, got a {type(data[section]).__name__}")
+                raise ConfigError(f"the run config's {shown(section)} must be a mapping, got a {type(data[section]).__name__}")
         try:
             model = dict(data.get("model", {}))
             if "hidden" in model:
                 if not isinstance(model["hidden"], (list, tuple)):
-                    raise ConfigError(f"the model's hidden widths must be a list of whole numbers, got {model['hidden']!r}")
+                    raise ConfigError(f"the model's hidden widths must be a list of whole numbers, got {shown(model['hidden'])}")
                 model["hidden"] = tuple(model["hidden"])  # validate() checks each is a whole number
             return cls(
                 task=TaskConfig(**data.get("task", {})),
@@ -149,9 +149,9 @@ class RunConfig:
             raise ConfigError("the algorithm options must be a mapping of names to values")
         algorithm.parse_options(self.algo.options)
         if self.model.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.model.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {shown(self.model.activation)}; choose one of {', '.join(ACTIVATIONS)}")
         if self.model.init not in ("torch", "finn"):
-            raise ConfigError(f"unknown initialisation {self.model.init!r}; choose torch or finn")
+            raise ConfigError(f"unknown initialisation {shown(self.model.init)}; choose torch or finn")
         if any(h < 1 for h in self.model.hidden):
             raise ConfigError("hidden layer sizes must be positive integers")
         positive = {
@@ -194,19 +194,19 @@ class RunConfig:
             whole["--inner-steps"] = self.algo.inner_steps
         for flag, value in whole.items():
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{flag} must be a whole number, got {value!r}")
+                raise ConfigError(f"{flag} must be a whole number, got {shown(value)}")
         real = {"--outer-lr": self.train.outer_lr}
         if self.algo.inner_lr is not None:
             real["--inner-lr"] = self.algo.inner_lr
         for flag, value in real.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{flag} must be a finite number, got {value!r}")
+                raise ConfigError(f"{flag} must be a finite number, got {shown(value)}")
         if not isinstance(self.model.hidden, tuple) or any(isinstance(h, bool) or not isinstance(h, int) for h in self.model.hidden):
-            raise ConfigError(f"--hidden must be whole layer widths, got {self.model.hidden!r}")
+            raise ConfigError(f"--hidden must be whole layer widths, got {shown(self.model.hidden)}")
         for flag, value in (("--task", self.task.name), ("--algo", self.algo.name), ("model kind", self.model.kind),
                             ("--activation", self.model.activation), ("model init", self.model.init)):
             if not isinstance(value, str):
-                raise ConfigError(f"{flag} must be a name, got {value!r}")
+                raise ConfigError(f"{flag} must be a name, got {shown(value)}")
 
     def _limited(self) -> dict[str, float]:
         values = {"--steps": self.train.steps, "--meta-batch": self.train.meta_batch_size, "--shots": self.train.shots,

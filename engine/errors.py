@@ -22,3 +22,13 @@ class ConfigError(MamlTuiError, ValueError):
 
 class RunError(MamlTuiError, ValueError):
     """A run directory or checkpoint that cannot be used; the message is one clear sentence."""
+
+
+def shown(value, most: int = 60) -> str:
+    """A value from a file or a flag as it goes into one sentence: one line, at most ``most``
+    characters, a tensor by its kind and shape (its repr spans lines)."""
+    if type(value).__name__ == "Tensor":  # no torch import here: this module stays torch-free
+        return f"a {str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= most else text[:most - 1] + "…"

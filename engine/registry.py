@@ -67,9 +67,9 @@ def lookup(kind: str, table: dict[str, Entry], name: str) -> Entry:
     try:
         return table[name]
     except (KeyError, TypeError):
-        from engine.errors import ConfigError  # torch-free, like this module
+        from engine.errors import ConfigError, shown  # torch-free, like this module
 
-        raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}") from None
+        raise ConfigError(f"unknown {kind} {shown(name)}; choose one of {', '.join(table)}") from None
 
 
 def algorithm_class(name: str):

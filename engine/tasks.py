@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, shown
 from engine.losses import Loss, MeanSquaredError
 
 
@@ -78,25 +78,25 @@ class TaskFamily:
         that is unknown, not ``[low, high]`` with low <= high (low < high for ``x``), not finite, beyond
         ``RANGE_LIMIT``, or (for a probability such as ``p_sine``) outside [0, 1]."""
         if not isinstance(ranges, dict):
-            raise ConfigError(f"the ranges of task family {cls.name!r} must be a mapping of names to [low, high], got {ranges!r}")
+            raise ConfigError(f"the ranges of task family {shown(cls.name)} must be a mapping of names to [low, high], got {shown(ranges)}")
         unknown = sorted(str(k) for k in set(ranges) - set(cls.defaults))
         if unknown:
-            raise ConfigError(f"task family {cls.name!r} has no range {unknown[0]!r}; it has {', '.join(sorted(cls.defaults))}")
+            raise ConfigError(f"task family {shown(cls.name)} has no range {shown(unknown[0])}; it has {', '.join(sorted(cls.defaults))}")
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= RANGE_LIMIT  # noqa: E731
         checked = dict(cls.defaults)
         for key, value in ranges.items():
             if isinstance(cls.defaults[key], tuple):
                 if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) for v in value)):
-                    raise ConfigError(f"range {key!r} of task family {cls.name!r} must be [low, high], two finite numbers "
-                                      f"within ±{RANGE_LIMIT:,g}, got {value!r}")
+                    raise ConfigError(f"range {shown(key)} of task family {shown(cls.name)} must be [low, high], two finite numbers "
+                                      f"within ±{RANGE_LIMIT:,g}, got {shown(value)}")
                 low, high = float(value[0]), float(value[1])
                 if not (low < high if key == "x" else low <= high):
-                    raise ConfigError(f"range {key!r} of task family {cls.name!r} must be [low, high] with low "
-                                      f"{'<' if key == 'x' else '<='} high, got {value!r}")
+                    raise ConfigError(f"range {shown(key)} of task family {shown(cls.name)} must be [low, high] with low "
+                                      f"{'<' if key == 'x' else '<='} high, got {shown(value)}")
                 checked[key] = (low, high)
             else:
                 if not (number(value) and 0 <= value <= 1):
-                    raise ConfigError(f"{key!r} of task family {cls.name!r} is a probability between 0 and 1, got {value!r}")
+                    raise ConfigError(f"{shown(key)} of task family {shown(cls.name)} is a probability between 0 and 1, got {shown(value)}")
                 checked[key] = float(value)
         return checked
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from engine.errors import ConfigError, MamlTuiError
+from engine.errors import ConfigError, MamlTuiError, shown
 from engine.algorithms import Algorithm, make_algorithm
 from engine.config import RunConfig
 from engine.model import Model, Params, make_model
@@ -41,7 +41,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"unknown device {shown(name)}; use auto, cpu, cuda, cuda:N or mps") from None
     if resolved.type not in ("cpu", "cuda", "mps"):  # meta, xla, xpu, ...: not devices the engine runs on
         raise ConfigError(f"--device {name} is not one the engine runs on; use auto, cpu, cuda, cuda:N or mps")
     if resolved.type == "cpu" and resolved.index not in (None, 0):
@@ -64,7 +64,7 @@ def resolve_threads(threads: int | None, device: torch.device, config: RunConfig
     3x faster than 2 on the default workload). Bigger workloads get every core."""
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-            raise ConfigError(f"--threads must be between 1 and {MAX_THREADS:,}, got {threads!r}")
+            raise ConfigError(f"--threads must be between 1 and {MAX_THREADS:,}, got {shown(threads)}")
         return threads
     if device.type != "cpu":
         return 1
@@ -267,7 +267,7 @@ class MetaLearner:
             raise ConfigError("the state is not a mapping")
         step = state.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-            raise ConfigError(f"its step {step!r} is not a whole number between 0 and {MAX_STEP:,}")
+            raise ConfigError(f"its step {shown(step)} is not a whole number between 0 and {MAX_STEP:,}")
         params = state.get("params")
         if not isinstance(params, dict):
             raise ConfigError("its parameters are not a mapping of names to tensors")
@@ -289,12 +289,16 @@ class MetaLearner:
             if numbers != list(range(len(order))):
                 raise ConfigError(f"its optimizer state covers {len(numbers)} parameters; this model has {len(order)}")
             for group in groups:  # not used (the learner's own rates are), but a file with these is not sane
+                betas = group.get("betas", (0.9, 0.999))
+                if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                        and all(type(b) in (int, float) and 0 <= b < 1 for b in betas)):
+                    raise ConfigError(f"its optimizer's betas {shown(betas)} are not two numbers in [0, 1)")
                 for key in ("lr", "eps", "weight_decay"):
                     if key in group and not (type(group[key]) in (int, float) and math.isfinite(group[key]) and group[key] >= 0):
-                        raise ConfigError(f"its optimizer's {key} {group[key]!r} is not a finite non-negative number")
+                        raise ConfigError(f"its optimizer's {key} {shown(group[key])} is not a finite non-negative number")
             for index, entry in optimizer["state"].items():
                 if not isinstance(index, int) or not 0 <= index < len(order) or not isinstance(entry, dict):
-                    raise ConfigError(f"its optimizer state has an entry {index!r} for no parameter")
+                    raise ConfigError(f"its optimizer state has an entry {shown(index)} for no parameter")
                 for key in ("exp_avg", "exp_avg_sq"):
                     moment = entry.get(key)
                     if not torch.is_tensor(moment) or not moment.is_floating_point() or tuple(moment.shape) != tuple(order[index].shape):

@@ -65,12 +65,16 @@ def fail(message: str, code: int = 1) -> None:
 NAME_MAX, PATH_MAX = 255, 4096  # bytes of one path component and of a whole path on Linux and macOS
 
 
-def check_path(path: Path | None, flag: str) -> None:
+def check_path(path: Path | None, flag: str, creating: bool = False) -> None:
     """Refuse a path no file system can hold (a component over 255 bytes, 4096 in all, a NUL byte)
-    or that cannot even be looked at, before any work; the rest is each command's to check."""
+    or that cannot even be looked at, before any work; a path to be made must not hold control
+    characters either (a newline in a run's name breaks every listing of it). The rest is each
+    command's to check."""
     if path is None:
         return
     text = str(path)
+    if creating and not text.isprintable():
+        fail(f"{flag} {text!r} holds a control character (a newline, a tab, an escape); choose a plain name")
     if "\x00" in text:
         fail(f"{flag} {text!r} holds a NUL character, which no path can")
     longest = max((len(part.encode(errors="surrogateescape")) for part in Path(text).parts), default=0)
@@ -142,11 +146,15 @@ def explore(
 
 
 def _run_explorer(run: Path | None, ascii_mode: bool, device: str, present: bool = False) -> None:
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        fail("the explorer needs an interactive terminal (a TTY); use 'maml-tui train' or 'maml-tui eval' for headless runs")
-    check_path(run, "the run")
+    check_path(run, "the run")  # what is wrong with the input first, then whether it can be shown here
     if run is not None and not run.exists():
         fail(f"{run} does not exist")
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,3})?", device):  # torch-free; the engine checks it is there
+        fail(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("the explorer needs an interactive terminal (a TTY); use 'maml-tui train' or 'maml-tui eval' for headless runs")
     from maml_tui.app import run_explorer
 
     code = run_explorer(run=run, ascii_mode=ascii_mode, device=device, present=present)
@@ -159,24 +167,24 @@ def _run_explorer(run: Path | None, ascii_mode: bool, device: str, present: bool
 def train(
     task: Annotated[str, typer.Option(help=TASK_HELP)] = "sinusoid",
     algo: Annotated[str, typer.Option(help=ALGO_HELP)] = "maml",
-    steps: Annotated[Optional[int], typer.Option(help="Outer steps in total [default: 70000; with --resume, the run's own].")] = None,
-    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch.")] = 25,
-    shots: Annotated[int, typer.Option(help="Support points per task (K).")] = 10,
-    query: Annotated[int, typer.Option(help="Query points per task.")] = 10,
-    inner_steps: Annotated[Optional[int], typer.Option(help="Inner gradient steps during meta-training [default: the algorithm's own; see maml-tui algorithms].")] = None,
-    inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate alpha [default: the algorithm's own, 0.001 for maml; see maml-tui algorithms].")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Outer steps in total, 0 to 10^12 (default: 70000; with --resume, the run's own; a target at or below the step reached is refused).")] = None,
+    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch, 1 to 100,000 (and what fits in memory: a run that would not is refused with its estimate).")] = 25,
+    shots: Annotated[int, typer.Option(help="Support points per task (K), 1 to 100,000.")] = 10,
+    query: Annotated[int, typer.Option(help="Query points per task, 1 to 100,000.")] = 10,
+    inner_steps: Annotated[Optional[int], typer.Option(help="Inner gradient steps during meta-training, 0 to 1,000 (default: the algorithm's own; see maml-tui algorithms).")] = None,
+    inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate alpha, finite, above 0 and at most 10^6 (default: the algorithm's own, 0.001 for maml; see maml-tui algorithms).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="An algorithm option as KEY=VALUE, e.g. context_size=8 (repeatable; see maml-tui algorithms).")] = None,
-    outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta).")] = 1e-3,
-    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "40,40",
+    outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta), finite, above 0 and at most 1,000.")] = 1e-3,
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated: at most 64 layers of 1 to 65,536 units ('' or none: a linear model).")] = "40,40",
     activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
     init: Annotated[str, typer.Option(help="Initialisation: torch (nn.Linear default) or finn (MAML reference code).")] = "torch",
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and task sampling.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and task sampling, 0 to 2^63 - 1.")] = 0,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: 1 for small workloads, where it is fastest].")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory to create [default: runs/TASK-ALGO-TIME].")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory exactly where it stopped.")] = None,
-    log_every: Annotated[int, typer.Option(help="Outer steps between metric records.")] = 100,
-    checkpoint_every: Annotated[int, typer.Option(help="Outer steps between periodic checkpoints.")] = 5000,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch, 1 to 1,024 (default: 1 for small workloads, where it is fastest).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to create: a new or empty directory, names of at most 255 bytes without control characters (default: runs/TASK-ALGO-TIME).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory exactly where it stopped (refused while another process writes it).")] = None,
+    log_every: Annotated[int, typer.Option(help="Outer steps between metric records, 1 to 10^12.")] = 100,
+    checkpoint_every: Annotated[int, typer.Option(help="Outer steps between periodic checkpoints, 1 to 10^12 (each is checked before it replaces the last good one).")] = 5000,
     backend: Annotated[str, typer.Option(help="auto (the fastest that supports the run), fused, lowrank, closed_form or torch.func.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; print only the run directory.")] = False,
 ) -> None:
@@ -185,7 +193,7 @@ def train(
     from engine.config import AlgoConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
     from engine.trainer import DivergedError, resolve_device, train as run_training
 
-    check_path(out, "--out")
+    check_path(out, "--out", creating=True)
     check_path(resume, "--resume")
     if steps is not None and steps < 0:
         fail(f"--steps must not be negative, got {steps}")
@@ -272,12 +280,12 @@ def train(
 @app.command("eval")
 def evaluate_runs(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (or checkpoint files) to evaluate.")],
-    shots: Annotated[int, typer.Option(help="Support points per test task (K).")] = 5,
-    steps: Annotated[int, typer.Option(help="Evaluate after 0..STEPS inner steps.")] = 10,
-    tasks: Annotated[int, typer.Option(help="Fresh test tasks.")] = 600,
-    query: Annotated[int, typer.Option(help="Query points per test task.")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the test tasks.")] = 12345,
-    inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate [default: each run's own].")] = None,
+    shots: Annotated[int, typer.Option(help="Support points per test task (K), 1 to 100,000.")] = 5,
+    steps: Annotated[int, typer.Option(help="Evaluate after 0..STEPS inner steps, STEPS from 0 to 1,000.")] = 10,
+    tasks: Annotated[int, typer.Option(help="Fresh test tasks, 1 to 1,000,000.")] = 600,
+    query: Annotated[int, typer.Option(help="Query points per test task, 1 to 100,000.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the test tasks, 0 to 2^63 - 1.")] = 12345,
+    inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate, finite, above 0 and at most 10^6 (default: each run's own).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
 ) -> None:
@@ -339,10 +347,10 @@ def evaluate_runs(
 # -- bench ---------------------------------------------------------------------------------------
 @app.command()
 def bench(
-    seconds: Annotated[float, typer.Option(help="Seconds to time each implementation on each case.")] = 3.0,
+    seconds: Annotated[float, typer.Option(help="Seconds to time each implementation on each case, 0.05 to 3,600.")] = 3.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
-    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch.")] = 25,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch, 1 to 10,000.")] = 25,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file (a writable file, not a directory).")] = None,
 ) -> None:
     """Meta-iterations per second: the engine against the plain per-task loop, side by side."""
     import platform
@@ -356,7 +364,7 @@ def bench(
         fail(f"--seconds must be between 0.05 and 3600, got {seconds}")
     if not 1 <= meta_batch <= 10_000:
         fail(f"--meta-batch must be between 1 and 10,000, got {meta_batch:,}")
-    check_path(out, "--out")
+    check_path(out, "--out", creating=True)
     if out is not None:
         problem = _writable_file(out)
         if problem:
@@ -399,8 +407,8 @@ def bench(
 def info(
     device: Annotated[str, typer.Option(help="Device to resolve: auto, cpu, cuda, cuda:N or mps.")] = "auto",
     algo: Annotated[str, typer.Option(help=ALGO_HELP)] = "maml",
-    inner_steps: Annotated[Optional[int], typer.Option(help="Inner steps [default: the algorithm's].")] = None,
-    shots: Annotated[int, typer.Option(help="Support points per task.")] = 10,
+    inner_steps: Annotated[Optional[int], typer.Option(help="Inner steps, 0 to 1,000 (default: the algorithm's).")] = None,
+    shots: Annotated[int, typer.Option(help="Support points per task, 1 to 100,000.")] = 10,
     activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
 ) -> None:
     """Versions, the device and thread count the engine would use, and which backend runs ALGO and why."""

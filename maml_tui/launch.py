@@ -37,7 +37,16 @@ def explorer_target(argv: list[str]) -> Path | None | bool:
             args.pop(0)
             continue
         return False
-    return run if run is None or run.exists() else False
+    return run if run is None or _is(run.exists) else False
+
+
+def _is(question) -> bool:
+    """A path question (``path.exists``, ``path.is_dir``) that is False, not an error, for a path no
+    file system can hold (a name too long, a NUL byte): the command itself then says what is wrong."""
+    try:
+        return bool(question())
+    except (OSError, ValueError):
+        return False
 
 
 def settings_of(run: Path) -> tuple[dict, int | None]:
@@ -139,7 +148,7 @@ def _half_made(argv: list[str]) -> str:
     """A new run's directory that exists without a checkpoint (Ctrl-C came while it was being set up)."""
     if argv and argv[0] == "train" and "--out" in argv[:-1]:
         target = Path(argv[argv.index("--out") + 1])
-        if target.is_dir() and not (target / "checkpoint.pt").is_file():
+        if _is(target.is_dir) and not _is((target / "checkpoint.pt").is_file):
             return str(target)
     return ""
 
@@ -151,7 +160,7 @@ def _resume_hint(argv: list[str]) -> str:
     for flag in ("--resume", "--out"):
         if flag in argv[:-1]:
             target = argv[argv.index(flag) + 1]
-            return target if (Path(target) / "checkpoint.pt").is_file() else ""
+            return target if _is((Path(target) / "checkpoint.pt").is_file) else ""
     return ""
 
 

@@ -398,3 +398,23 @@ def test_kill_9_at_random_moments_never_leaves_a_run_that_fails_to_load_or_resum
         assert steps == sorted(set(steps)), trial
         resumed += 1
     assert resumed == trials  # every kill landed while training and saving
+
+
+@pytest.mark.parametrize("command, limits", [
+    ("train", ["0 to 10^12", "1 to 100,000", "0 to 1,000", "at most 10^6", "at most 1,000", "65,536", "2^63 - 1",
+               "1 to 1,024", "255", "(default: 70000", "(default: the algorithm's own"]),
+    ("eval", ["1 to 100,000", "0 to 1,000", "1 to 1,000,000", "2^63 - 1", "at most 10^6", "(default: each run's own)"]),
+    ("bench", ["0.05 to 3,600", "1 to 10,000", "writable file"]),
+    ("info", ["0 to 1,000", "1 to 100,000"]),
+])
+def test_every_limit_is_stated_in_help(command, limits):
+    """The limits the commands enforce are the ones --help states (and no "[default: ...]" text is
+    eaten as markup, leaving a stray " ." where it was)."""
+    from typer.testing import CliRunner
+
+    from maml_tui.cli import app
+
+    text = " ".join(CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"}).stdout.split())
+    for words in limits:
+        assert words in text, (words, text)
+    assert " ." not in text.replace("...", "")

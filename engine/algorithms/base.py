@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from engine.errors import shown
 from engine import backends
 from engine.functional import AdaptHistory, InnerLoop, InnerResult, Rate, Regulariser, dense_adapt, task_losses
 from engine.losses import Loss, MeanSquaredError
@@ -116,7 +117,7 @@ class Algorithm:
         fields = {f.name: f for f in dataclasses.fields(cls.Options)}
         unknown = set(options) - set(fields)
         if unknown:
-            raise ValueError(f"{cls.name} has no option {sorted(unknown)[0]!r}; it has {', '.join(fields)}")
+            raise ValueError(f"{cls.name} has no option {shown(sorted(unknown)[0])}; it has {', '.join(fields)}")
         parsed = {}
         for key, value in options.items():
             kind = type(fields[key].default)
@@ -124,7 +125,7 @@ class Algorithm:
                 parsed[key] = _coerce(value, kind)
             except (TypeError, ValueError):
                 what = {int: "an integer", float: "a finite number", bool: "true or false"}.get(kind, kind.__name__)
-                raise ValueError(f"option {key} of {cls.name} must be {what}, got {value!r}") from None
+                raise ValueError(f"option {key} of {cls.name} must be {what}, got {shown(value)}") from None
         instance = cls.Options(**parsed)
         check = getattr(instance, "check", None)
         if check is not None:
