@@ -20,7 +20,10 @@ import traceback
 from dataclasses import asdict
 from typing import Any
 
+from engine.memory import release_memory
+
 CHUNK_SECONDS = 0.02  # training time between two looks at the command queue
+RELEASE_SECONDS = 30.0  # between two returns of freed heap pages to the system (engine.memory)
 RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
 AUTOSAVE_SECONDS = 5.0  # training time between two automatic checkpoints of the current model
 MODEL_CHANGES = ("set_settings", "new_model", "load")  # commands after which the autosave is rewritten
@@ -49,6 +52,7 @@ class Server:
         self.run, self.device = run, device
         self.autosave_path, self.restore = autosave, restore
         self.autosaved_at = 0.0
+        self.released_at = time.perf_counter()
         self.autosaved_step: int | None = None
         self.interval = 1.0 / snapshot_rate
         self.parent_pid = parent_pid
@@ -123,6 +127,9 @@ class Server:
             idle = not (self.running or self.steps_left)
             if self.dirty and (idle or self.urgent or now - self.last_sent >= self.interval):
                 self.send_snapshot()
+            if now - self.released_at >= RELEASE_SECONDS:  # a long session's resident size stays flat
+                self.released_at = now
+                release_memory()
 
     def handle(self, command: tuple[str, dict]) -> None:
         name, arguments = command[0], (command[1] if len(command) > 1 else {})

@@ -360,7 +360,7 @@ async def test_a_run_that_cannot_be_opened_says_why_in_full_and_l_m_and_r_still_
     async with app.run_test(size=(80, 24)) as pilot:
         main = app.main
         await until(pilot, lambda: main is not None and "could not open" in main.message, what="the open error")
-        assert "is corrupt" in main.message and main.snapshot is None and main.ready
+        assert "is not valid JSON" in main.message and main.snapshot is None and main.ready
         await pilot.press("i")
         await until(pilot, lambda: "no model is open" in main.message, what="the answer to i")
         await pilot.press("N")  # the full reason, even at 80 columns

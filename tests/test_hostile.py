@@ -418,3 +418,120 @@ def test_every_limit_is_stated_in_help(command, limits):
     for words in limits:
         assert words in text, (words, text)
     assert " ." not in text.replace("...", "")
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.update(version=2), "written by a newer maml-tui (format version 2"),
+    (lambda d: d.update(version=0), "format version 0, which no maml-tui release wrote"),
+    (lambda d: d.pop("version"), "no valid format version"),
+    (lambda d: d.update(format="something-else"), "is not a maml-tui run config"),
+    (lambda d: d.update(config=[1, 2]), "'config' must be a mapping"),
+    (lambda d: d["config"].update(train=[1]), "'train' must be a mapping"),
+    (lambda d: d["config"].update(extra={}), "unknown section 'extra'"),
+    (lambda d: d.update(created=5), "'created' must be text"),
+    (lambda d: d["config"]["task"].update(ranges={"amplitude": [0, 1e300]}), "within ±10,000"),
+    (lambda d: d["config"]["task"].update(ranges={"x": [1.0, 1.0]}), "low < high"),
+    (lambda d: d["config"]["task"].update(ranges={"speed": [1, 2]}), "has no range 'speed'"),
+])
+def test_config_json_format_version_and_sections_are_checked_by_name(good_run, tmp_path, change, words):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    path = run / "config.json"
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+    before = digest(run)
+    with pytest.raises(RunError) as caught:
+        MetaLearner.from_run(run, "cpu")
+    assert words in str(caught.value) and "config.json" in str(caught.value), str(caught.value)
+    assert digest(run) == before
+
+
+def test_a_newer_checkpoint_is_refused_by_name(good_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    corrupt(run, lambda p: p.update(version=7))
+    with pytest.raises(RunError, match="newer maml-tui .format version 7; this one reads version 1"):
+        MetaLearner.from_run(run, "cpu")
+
+
+def test_the_explorers_record_log_stays_bounded_and_evenly_spread():
+    """Live training records ten steps a second forever; the session keeps at most RECORDS_KEPT of
+    them (both explorer processes grew by about 0.3 MiB a minute before), spread evenly."""
+    from engine.explorer import RecordLog
+
+    log = RecordLog(kept=100)
+    kept = sum(log.offer(step) for step in range(1, 50_001))
+    assert 50 <= len(log) <= 100 and kept >= len(log) and log.thinned
+    gaps = {b - a for a, b in zip(log, log[1:])}
+    assert gaps == {log.stride}, gaps  # evenly spaced over the whole history
+    assert log[-1] > 50_000 - log.stride  # and up to date
+    opened = RecordLog(list(range(1_000)), kept=100)
+    assert len(opened) <= 100 and len({b - a for a, b in zip(opened, opened[1:])}) == 1
+
+
+def test_a_cut_short_metrics_line_is_dropped_with_a_note_on_resume_and_in_the_explorer(good_run, tmp_path):
+    import shutil
+
+    from engine.explorer import ExplorerSession
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    with open(run / "metrics.jsonl", "a") as file:
+        file.write('{"step": 30, "query_lo')  # a full disk cut the last line short
+    session = ExplorerSession.open(run, "cpu")
+    assert session.notes and "skipped 1 line" in session.notes[0] and "metrics.jsonl" in session.notes[0]
+    done = subprocess.run([sys.executable, "-m", "maml_tui", "train", "--resume", str(run), "--steps", "25", "-q"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "note: " in done.stderr and "dropped 1 line" in done.stderr, done.stderr
+    assert all(line.startswith("{") and line.endswith("}") for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def test_an_odd_autosave_marker_restores_the_model_as_unsaved_with_a_note(good_run, tmp_path):
+    import shutil
+
+    from engine.explorer import AUTOSAVE_FILE, ExplorerSession
+
+    autosave = tmp_path / "autosave"
+    session = ExplorerSession.open(good_run, "cpu")
+    session.autosave(autosave)
+    restored = ExplorerSession.restore(autosave, "cpu")
+    assert restored.source == str(good_run) and not restored.notes
+    (autosave / AUTOSAVE_FILE).write_text('{"format": "maml-tui-autosave", "version": 1, "source": 5}')
+    restored = ExplorerSession.restore(autosave, "cpu")
+    assert restored.source == "autosave" and restored.saved_step is None and "not known" in restored.notes[0]
+    shutil.rmtree(autosave)
+
+
+def test_two_explorers_open_at_once_autosave_into_directories_of_their_own(tmp_path, monkeypatch):
+    """Each explorer locks its autosave directory; a second one takes autosave-2 instead of writing
+    into the first one's (config from one, checkpoint from the other)."""
+    from maml_tui.paths import autosave_dir, claim_autosave_dir, state_dir
+
+    first, first_lock = claim_autosave_dir()
+    second, second_lock = claim_autosave_dir()
+    assert first == autosave_dir() and second == state_dir() / "autosave-2"
+    other = subprocess.run([sys.executable, "-c", "from maml_tui.paths import claim_autosave_dir; print(claim_autosave_dir()[0])"],
+                           capture_output=True, text=True, timeout=60, env={**__import__("os").environ})
+    assert other.stdout.strip() == str(state_dir() / "autosave-3"), other.stderr  # another process sees both held
+    first_lock.release()
+    again, again_lock = claim_autosave_dir()
+    assert again == first  # freed when its explorer ends
+    again_lock.release()
+    second_lock.release()
+
+
+@pytest.mark.parametrize("arguments", [["eval", "x" * 300], ["train", "--resume", "x" * 300], ["explore", "x" * 300],
+                                       ["train", "--out", "x" * 300], ["train", "--out", "a\nb"], ["eval", "a\nb"]])
+def test_very_long_names_and_control_characters_in_paths_get_one_sentence(tmp_path, arguments):
+    done = subprocess.run([sys.executable, "-m", "maml_tui", *arguments], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert not any(tmp_path.iterdir())  # nothing was made

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Select, Static
 
+from engine.memory import release_memory  # torch-free
 from maml_tui.screens.algorithm import AlgorithmScreen
 from maml_tui.screens.batch import BatchScreen
 from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
@@ -171,6 +172,7 @@ class MainScreen(Screen):
         self.check_size()
         self.show_preview()
         self.set_interval(1.0 / REDRAW_RATE, self.redraw)
+        self.set_interval(30.0, release_memory)  # freed heap pages back to the system: flat over a long demo
 
     def show_preview(self) -> None:
         """Draw the run's ``preview.json`` (its first snapshot and records, written by the engine as
