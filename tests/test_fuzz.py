@@ -102,36 +102,41 @@ def assert_refused_or_fine(run, before):
     assert digest(run) == before  # opening never writes
 
 
+def draw_change(data, document, junk, places):
+    """``document`` with one drawn place replaced by drawn junk, or removed."""
+    where = data.draw(st.sampled_from(places), label="where")
+    action = data.draw(st.sampled_from(["replace", "remove"]) if where else st.just("replace"), label="action")
+    return replaced(document, where, data.draw(junk, label="value")) if action == "replace" else removed(document, where)
+
+
+def assert_damage_refused_or_fine(run, path, damaged: bytes) -> None:
+    """Put ``damaged`` in place of the run's file at ``path``, open the run, and restore the file."""
+    original = path.read_bytes()
+    try:
+        path.write_bytes(damaged)
+        assert_refused_or_fine(run, digest(run))
+    finally:
+        path.write_bytes(original)
+
+
 @FUZZ
 @given(data=st.data())
 def test_malformed_config_files_are_refused_in_one_sentence(good_run, tmp_path_factory, data):
     path = RunDirectory(good_run).config_path
-    original = path.read_text()
-    document = json.loads(original)
-    where = data.draw(st.sampled_from(list(leaves(document))), label="where")
-    action = data.draw(st.sampled_from(["replace", "remove"]) if where else st.just("replace"), label="action")
-    changed = replaced(document, where, data.draw(JSON_JUNK, label="value")) if action == "replace" else removed(document, where)
-    try:
-        path.write_text(json.dumps(changed))
-        assert_refused_or_fine(good_run, digest(good_run))
-    finally:
-        path.write_text(original)
+    document = json.loads(path.read_text())
+    changed = draw_change(data, document, JSON_JUNK, list(leaves(document)))
+    assert_damage_refused_or_fine(good_run, path, json.dumps(changed).encode())
 
 
 @FUZZ
 @given(data=st.data())
 def test_malformed_checkpoints_are_refused_in_one_sentence(good_run, data):
     path = RunDirectory(good_run).checkpoint_path
-    original = path.read_bytes()
-    payload = torch.load(io.BytesIO(original), weights_only=True)
-    where = data.draw(st.sampled_from([p for p in leaves(payload) if p]), label="where")
-    action = data.draw(st.sampled_from(["replace", "remove"]), label="action")
-    changed = replaced(payload, where, data.draw(CHECKPOINT_JUNK, label="value")) if action == "replace" else removed(payload, where)
-    try:
-        torch.save(changed, path)
-        assert_refused_or_fine(good_run, digest(good_run))
-    finally:
-        path.write_bytes(original)
+    payload = torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+    changed = draw_change(data, payload, CHECKPOINT_JUNK, [p for p in leaves(payload) if p])
+    buffer = io.BytesIO()
+    torch.save(changed, buffer)
+    assert_damage_refused_or_fine(good_run, path, buffer.getvalue())
 
 
 @FUZZ
@@ -146,11 +151,7 @@ def test_damaged_checkpoint_bytes_are_refused_in_one_sentence(good_run, data):
         for _ in range(data.draw(st.integers(1, 8), label="flips")):
             damaged[data.draw(st.integers(0, len(original) - 1))] ^= data.draw(st.integers(1, 255))
         damaged = bytes(damaged)
-    try:
-        path.write_bytes(damaged)
-        assert_refused_or_fine(good_run, digest(good_run))
-    finally:
-        path.write_bytes(original)
+    assert_damage_refused_or_fine(good_run, path, damaged)
 
 
 # -- flags -----------------------------------------------------------------------------------------
