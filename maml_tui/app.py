@@ -14,6 +14,7 @@ from typing import Iterable
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from maml_tui import textual_fixes  # noqa: F401  (before any widget draws: see the module)
 from maml_tui.engine_link import EngineLink
 from maml_tui.messages import EngineDied, EngineEvents
 from maml_tui.preferences import Preferences, load_preferences, save_preferences
