@@ -143,7 +143,10 @@ class RunConfig:
         of the wrong type, or would need more memory than this machine has."""
         self._check_types()
         registry.lookup("task family", registry.TASKS, self.task.name).load().check_ranges(self.task.ranges)
-        registry.lookup("model", registry.MODELS, self.model.kind)
+        model = registry.lookup("model", registry.MODELS, self.model.kind).load()
+        if getattr(model, "images_only", False) and not registry.is_classification(self.task.name):
+            raise ConfigError(f"the {self.model.kind} model takes images, and task family {self.task.name} gives "
+                              "numbers; pick an image task family such as digits, or the mlp model")
         algorithm = registry.algorithm_class(self.algo.name)
         if not isinstance(self.algo.options, dict):
             raise ConfigError("the algorithm options must be a mapping of names to values")
@@ -152,6 +155,8 @@ class RunConfig:
             raise ConfigError(f"unknown activation {shown(self.model.activation)}; choose one of {', '.join(ACTIVATIONS)}")
         if self.model.init not in ("torch", "finn"):
             raise ConfigError(f"unknown initialisation {shown(self.model.init)}; choose torch or finn")
+        if getattr(model, "images_only", False) and not self.model.hidden:
+            raise ConfigError(f"the {self.model.kind} model needs at least one block: give --hidden its channels, e.g. 64,64,64,64")
         if any(h < 1 for h in self.model.hidden):
             raise ConfigError("hidden layer sizes must be positive integers")
         positive = {
@@ -224,9 +229,31 @@ class RunConfig:
         activations and their gradients through every inner step, and every task's adapted weights."""
         train, hidden = self.train, self.model.hidden
         steps = (self.algo.inner_steps if self.algo.inner_steps is not None else 5) + 1
+        if registry.is_classification(self.task.name):
+            return self._image_memory_estimate(steps)
         widths = [1, *hidden, 1]
         weights = sum(a * b + b for a, b in zip(widths, widths[1:]))
         points = train.shots + train.query
         activations = train.meta_batch_size * points * sum(widths) * steps * 6
         adapted = train.meta_batch_size * weights * steps * 3
         return 4.0 * (activations + adapted)
+
+    def _image_memory_estimate(self, steps: int) -> float:
+        """As :meth:`memory_estimate`, for N-way episodes of images (shots and query count per class):
+        every block's maps (convolution, norm, activation: about six values each with their gradients)."""
+        train, hidden = self.train, self.model.hidden
+        ways = int(self.task.ranges.get("ways", 5)) if isinstance(self.task.ranges, dict) else 5
+        ways = ways if isinstance(ways, int) and ways > 0 else 5
+        side, channels = 28, 1  # the largest images a family gives (Omniglot's 28x28)
+        images = train.meta_batch_size * ways * (train.shots + train.query)
+        if self.model.kind == "conv4":
+            maps, widths = 0, [channels, *hidden]
+            for width in hidden:
+                maps += width * side * side
+                side = -(-side // 2)
+            weights = sum(a * b * 9 + 3 * b for a, b in zip(widths, widths[1:])) + widths[-1] * side * side * ways
+        else:
+            maps = sum(hidden) + ways
+            widths = [channels * side * side, *hidden, ways]
+            weights = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        return 4.0 * (images * maps * steps * 6 + train.meta_batch_size * weights * steps * 3)

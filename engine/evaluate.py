@@ -52,6 +52,9 @@ class EvalResult:
     diverged: list[int]  # per step, tasks whose loss was not finite or above the bound
     diverged_rule: str
     metrics: dict[str, list[float | None]] = field(default_factory=dict)  # e.g. accuracy: per-step mean
+    metrics_ci95: dict[str, list[float | None]] = field(default_factory=dict)  # their 95% CI over the tasks
+    split: str = ""  # classification: the split of classes the test episodes come from ("test")
+    ways: int | None = None  # classification: classes per episode
 
     def step(self, index: int) -> StepStats:
         return StepStats(self.mean[index], self.ci95[index], self.median[index], self.diverged[index])
@@ -86,7 +89,7 @@ def evaluate(
     query: int = 100,
     seed: int = EVAL_SEED,
     inner_lr: float | None = None,
-    chunk: int = 1000,
+    chunk: int | None = None,
 ) -> EvalResult:
     """Loss mean, 95% CI, median and divergence count over ``tasks`` fresh tasks after 0..``steps`` inner steps."""
     if shots < 1 or tasks < 1 or query < 1 or steps < 0:
@@ -97,8 +100,12 @@ def evaluate(
     if isinstance(family, str):
         family = make_task_family(family)
     cpu_family = type(family)(device="cpu", **family.ranges)
+    if hasattr(cpu_family, "with_split"):  # classification: episodes of the meta-test classes, never seen in training
+        cpu_family = cpu_family.with_split("test")
     generator = torch.Generator().manual_seed(seed)
     batch = cpu_family.sample(tasks, shots, query, generator).to(device)
+    if chunk is None:  # tasks adapted at once: all of a regression's; a conv net's episodes hold whole images
+        chunk = 1000 if batch.x_support.dim() <= 3 else 50
     losses, metrics = [], {}  # (steps + 1, tasks) each
     for start in range(0, tasks, chunk):
         sl = slice(start, start + chunk)
@@ -111,14 +118,21 @@ def evaluate(
     bound = family.loss.divergence_bound(batch.y_query.cpu().double() if batch.y_query.is_floating_point()
                                          else batch.y_query.cpu())
     stats = summarise(per_step, bound)
-    metric_means = {}
+    metric_means, metric_cis = {}, {}
     for name, parts in metrics.items():
         table = torch.cat(parts, dim=1).cpu().double()
-        metric_means[name] = [float(row[torch.isfinite(row)].mean()) if torch.isfinite(row).any() else None for row in table]
+        means, cis = [], []
+        for row in table:
+            kept = row[torch.isfinite(row)]
+            means.append(float(kept.mean()) if kept.numel() else None)
+            cis.append(1.96 * float(kept.std(unbiased=True)) / math.sqrt(kept.numel()) if kept.numel() > 1 else
+                       (0.0 if kept.numel() else None))
+        metric_means[name], metric_cis[name] = means, cis
     return EvalResult(
         algorithm=algorithm.name, shots=shots, tasks=tasks, query=query,
         inner_lr=algorithm.inner_lr if inner_lr is None else float(inner_lr), loss=family.loss.name,
         steps=list(range(steps + 1)),
         mean=[s.mean for s in stats], ci95=[s.ci95 for s in stats], median=[s.median for s in stats],
         diverged=[s.diverged for s in stats], diverged_rule=family.loss.describe_bound, metrics=metric_means,
+        metrics_ci95=metric_cis, split=getattr(cpu_family, "split", ""), ways=getattr(cpu_family, "ways", None),
     )

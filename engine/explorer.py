@@ -26,6 +26,7 @@ import torch
 from engine import registry
 from engine.checkpoint import RunDirectory, RunLock
 from engine.config import RunConfig
+from engine.errors import ConfigError
 from engine.tasks import TaskBatch
 from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
 
@@ -171,6 +172,13 @@ def settings_of(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def check_drawable(task: str, where: str = "") -> None:
+    """The explorer draws regression families; a classification family is refused in one sentence."""
+    if registry.is_classification(task):
+        raise ConfigError(f"{where or 'the task family ' + task} is few-shot classification, which the explorer does "
+                          "not draw yet; train and evaluate it with maml-tui train and maml-tui eval")
+
+
 def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
     """``config`` with explorer settings changed; raises ValueError with one sentence if invalid."""
     unknown = set(changes) - set(SETTINGS)
@@ -179,6 +187,7 @@ def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
     task, algo, model, train = {}, {}, {}, {}
     if "task" in changes:
         registry.lookup("task family", registry.TASKS, changes["task"])
+        check_drawable(changes["task"])
         if changes["task"] != config.task.name:
             task = {"name": changes["task"], "ranges": {}}
     if "algorithm" in changes:
@@ -241,6 +250,7 @@ class ExplorerSession:
             return cls(MetaLearner(config or RunConfig(), device), "new model")
         path = Path(path)
         learner = MetaLearner.from_run(path, device)
+        check_drawable(learner.config.task.name, f"{path} (task family {learner.config.task.name})")
         notes: list[str] = []
         session = cls(learner, str(path), _read_records(path, notes))
         session.notes = notes
@@ -459,6 +469,7 @@ class ExplorerSession:
     def load(self, path: str | Path, role: str = "main") -> None:
         """Open a run directory (or checkpoint file) as the main learner or as a companion."""
         learner = MetaLearner.from_run(path, self.learner.device)
+        check_drawable(learner.config.task.name, f"{path} (task family {learner.config.task.name})")
         self._restore_point = None
         if role == "main":
             self.learner = learner
@@ -574,7 +585,7 @@ def catalog() -> dict[str, Any]:
     from engine.algorithms import ALGORITHMS
 
     return {
-        "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values()],
+        "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values() if e.kind != "classification"],
         "algorithms": [{"name": name, "summary": registry.ALGORITHMS[name].summary, "paper": cls.paper,
                         "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"]}
                        for name, cls in ALGORITHMS.items()],

@@ -23,6 +23,7 @@ class Loss:
 
     name = "loss"
     label = "loss"  # how charts and tables name it
+    target_dims = 2  # dimensions of one task's targets: (points, out)
 
     def per_task(self, prediction: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -65,6 +66,7 @@ class CrossEntropy(Loss):
 
     name = "cross_entropy"
     label = "cross-entropy"
+    target_dims = 1  # one task's targets are class indices (points,)
     describe_bound = "its query cross-entropy is not finite or above 100 times that of a uniform guess"
 
     def per_task(self, prediction: Tensor, target: Tensor) -> Tensor:

@@ -212,9 +212,42 @@ class ContextModel(Model):
         return self.base.features(params, self._with_context(params, x), step)
 
 
-def make_model(config, in_features: int = 1, out_features: int = 1) -> Model:
-    """The model a :class:`~engine.config.ModelConfig` describes, for the task family's sizes."""
+class ImageMLP(MLP):
+    """An :class:`MLP` on images: each ``(C, H, W)`` input is flattened into ``C*H*W`` features first.
+
+    A subclass, so the hand-derived MLP kernels (which take flat inputs) never run on it."""
+
+    kind = "mlp"
+    with_in_features = None  # CAVIA's context appends to a flat input; an image has none to widen
+
+    def __init__(self, hidden: Iterable[int] = (40, 40), activation: str = "relu", input_shape: tuple[int, ...] = (1, 8, 8),
+                 out_features: int = 1, init: str = "torch"):
+        self.input_shape = tuple(int(v) for v in input_shape)
+        super().__init__(hidden, activation, math.prod(self.input_shape), out_features, init)
+
+    def __repr__(self) -> str:
+        return f"ImageMLP({'x'.join(map(str, self.input_shape))} -> {'-'.join(map(str, self.sizes[1:]))}, {self.activation})"
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.flatten(-len(self.input_shape))
+
+    def features(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        return super().features(params, self._flat(x), step)
+
+    def forward(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        return super().forward(params, self._flat(x), step)
+
+
+def make_model(config, in_features: int = 1, out_features: int = 1, input_shape: tuple[int, ...] | None = None) -> Model:
+    """The model a :class:`~engine.config.ModelConfig` describes, for the task family's sizes
+    (``input_shape``: the shape of one input when it is an image, ``(C, H, W)``)."""
     from engine.registry import model_class
 
     cls = model_class(config.kind)
+    if getattr(cls, "images_only", False):
+        if input_shape is None or len(input_shape) != 3:
+            raise ValueError(f"the {config.kind} model takes images; pick an image task family such as digits")
+        return cls(config.hidden, config.activation, input_shape, out_features, init=config.init)
+    if input_shape is not None and len(input_shape) > 1 and cls is MLP:
+        return ImageMLP(config.hidden, config.activation, input_shape, out_features, init=config.init)
     return cls(config.hidden, config.activation, in_features, out_features, init=config.init)

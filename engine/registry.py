@@ -23,14 +23,15 @@ class Entry:
     name: str
     target: str  # "package.module:Class"
     summary: str
+    kind: str = ""  # task families: "regression" or "classification"
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
 
-def _entries(*rows: tuple[str, str, str]) -> dict[str, Entry]:
-    return {name: Entry(name, target, summary) for name, target, summary in rows}
+def _entries(*rows: tuple[str, ...], kind: str = "") -> dict[str, Entry]:
+    return {row[0]: Entry(row[0], row[1], row[2], row[3] if len(row) > 3 else kind) for row in rows}
 
 
 TASKS: dict[str, Entry] = _entries(
@@ -41,10 +42,14 @@ TASKS: dict[str, Entry] = _entries(
     ("harmonic", "engine.tasks:Harmonic", "a1 sin(w x + b1) + a2 sin(2 w x + b2)"),
     ("tanh", "engine.tasks:Tanh", "s tanh(x - c) + b"),
     ("abs", "engine.tasks:Abs", "s |x - c| + b"),
+    ("digits", "engine.classification:Digits", "N-way K-shot classification of 8x8 digits, rotations as classes",
+     "classification"),
+    kind="regression",
 )
 
 MODELS: dict[str, Entry] = _entries(
     ("mlp", "engine.model:MLP", "fully connected network, functional parameters"),
+    ("conv4", "engine.conv:Conv4", "conv 3x3, batch norm, ReLU, max-pool blocks and a linear head (Finn et al. 2017), images only"),
 )
 
 ALGORITHMS: dict[str, Entry] = _entries(
@@ -74,6 +79,12 @@ def lookup(kind: str, table: dict[str, Entry], name: str) -> Entry:
 
 def algorithm_class(name: str):
     return lookup("algorithm", ALGORITHMS, name).load()
+
+
+def is_classification(task: str) -> bool:
+    """Whether the task family ``task`` classifies (episodes of images) rather than regresses."""
+    entry = TASKS.get(task) if isinstance(task, str) else None
+    return entry is not None and entry.kind == "classification"
 
 
 def task_class(name: str):

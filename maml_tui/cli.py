@@ -87,7 +87,9 @@ def check_path(path: Path | None, flag: str, creating: bool = False) -> None:
         fail(f"{flag} {text} cannot be looked at: {error.strerror or error}")
 
 
-TASK_HELP = f"Task family: {', '.join(registry.TASKS)}."
+TASK_HELP = (f"Task family: regression {', '.join(n for n in registry.TASKS if not registry.is_classification(n))}; "
+             f"classification {', '.join(n for n in registry.TASKS if registry.is_classification(n))}.")
+MODEL_HELP = f"Model: {', '.join(registry.MODELS)} (conv4 takes images: classification families only)."
 ALGO_HELP = f"Algorithm: {', '.join(registry.ALGORITHMS)} (see maml-tui algorithms)."
 
 
@@ -169,13 +171,15 @@ def train(
     algo: Annotated[str, typer.Option(help=ALGO_HELP)] = "maml",
     steps: Annotated[Optional[int], typer.Option(help="Outer steps in total, 0 to 10^12 (default: 70000; with --resume, the run's own; a target at or below the step reached is refused).")] = None,
     meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch, 1 to 100,000 (and what fits in memory: a run that would not is refused with its estimate).")] = 25,
-    shots: Annotated[int, typer.Option(help="Support points per task (K), 1 to 100,000.")] = 10,
-    query: Annotated[int, typer.Option(help="Query points per task, 1 to 100,000.")] = 10,
+    shots: Annotated[int, typer.Option(help="Support points per task (K; per class for classification), 1 to 100,000.")] = 10,
+    query: Annotated[int, typer.Option(help="Query points per task (per class for classification), 1 to 100,000.")] = 10,
     inner_steps: Annotated[Optional[int], typer.Option(help="Inner gradient steps during meta-training, 0 to 1,000 (default: the algorithm's own; see maml-tui algorithms).")] = None,
     inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate alpha, finite, above 0 and at most 10^6 (default: the algorithm's own, 0.001 for maml; see maml-tui algorithms).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="An algorithm option as KEY=VALUE, e.g. context_size=8 (repeatable; see maml-tui algorithms).")] = None,
     outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta), finite, above 0 and at most 1,000.")] = 1e-3,
-    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated: at most 64 layers of 1 to 65,536 units ('' or none: a linear model).")] = "40,40",
+    ways: Annotated[Optional[int], typer.Option(help="Classes per episode (N) of a classification family such as digits, 2 up to the classes of its smallest split (default: 5).")] = None,
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "mlp",
+    hidden: Annotated[Optional[str], typer.Option(help="Hidden layer widths (mlp) or block channels (conv4), comma-separated: at most 64 layers of 1 to 65,536 ('' or none: a linear mlp). Default: 40,40 for mlp, 64,64,64,64 for conv4.")] = None,
     activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
     init: Annotated[str, typer.Option(help="Initialisation: torch (nn.Linear default) or finn (MAML reference code).")] = "torch",
     seed: Annotated[int, typer.Option(help="Seed for initialisation and task sampling, 0 to 2^63 - 1.")] = 0,
@@ -213,7 +217,7 @@ def train(
             ("--task", task != "sinusoid"), ("--algo", algo != "maml"), ("--meta-batch", meta_batch != 25),
             ("--shots", shots != 10), ("--query", query != 10), ("--inner-steps", inner_steps is not None),
             ("--inner-lr", inner_lr is not None), ("--option", bool(option)), ("--outer-lr", outer_lr != 1e-3),
-            ("--hidden", hidden != "40,40"),
+            ("--hidden", hidden is not None), ("--ways", ways is not None), ("--model", model != "mlp"),
             ("--activation", activation != "relu"), ("--init", init != "torch"), ("--seed", seed != 0),
             ("--out", out is not None), ("--log-every", log_every != 100), ("--checkpoint-every", checkpoint_every != 5000),
         ) if value]
@@ -228,9 +232,13 @@ def train(
     if resume is not None:
         run_dir, config = resume, None
     else:
+        if ways is not None and not registry.is_classification(task):
+            fail(f"--ways sets the classes of a classification episode, and task family {task} is regression; "
+                 f"the classification families are {', '.join(n for n in registry.TASKS if registry.is_classification(n))}")
+        widths = _parse_hidden(hidden) if hidden is not None else ((64, 64, 64, 64) if model == "conv4" else (40, 40))
         config = RunConfig(
-            task=TaskConfig(name=task),
-            model=ModelConfig(hidden=_parse_hidden(hidden), activation=activation, init=init),
+            task=TaskConfig(name=task, ranges={} if ways is None else {"ways": ways}),
+            model=ModelConfig(kind=model, hidden=widths, activation=activation, init=init),
             algo=AlgoConfig(name=algo, inner_lr=inner_lr, inner_steps=inner_steps, options=_parse_options(option)),
             train=TrainConfig(
                 steps=70_000 if steps is None else steps, meta_batch_size=meta_batch, shots=shots, query=query,
@@ -280,10 +288,10 @@ def train(
 @app.command("eval")
 def evaluate_runs(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (or checkpoint files) to evaluate.")],
-    shots: Annotated[int, typer.Option(help="Support points per test task (K), 1 to 100,000.")] = 5,
+    shots: Annotated[Optional[int], typer.Option(help="Support points per test task (K; per class for classification), 1 to 100,000 (default: 5; classification: the run's own).")] = None,
     steps: Annotated[int, typer.Option(help="Evaluate after 0..STEPS inner steps, STEPS from 0 to 1,000.")] = 10,
-    tasks: Annotated[int, typer.Option(help="Fresh test tasks, 1 to 1,000,000.")] = 600,
-    query: Annotated[int, typer.Option(help="Query points per test task, 1 to 100,000.")] = 100,
+    tasks: Annotated[int, typer.Option(help="Fresh test tasks (episodes of the meta-test classes for classification), 1 to 1,000,000.")] = 600,
+    query: Annotated[Optional[int], typer.Option(help="Query points per test task, 1 to 100,000 (default: 100; classification: 15 per class).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the test tasks, 0 to 2^63 - 1.")] = 12345,
     inner_lr: Annotated[Optional[float], typer.Option(help="Inner learning rate, finite, above 0 and at most 10^6 (default: each run's own).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -298,7 +306,7 @@ def evaluate_runs(
     for run in runs:
         check_path(run, "the run")
     for flag, value, most in (("--shots", shots, 100_000), ("--tasks", tasks, 1_000_000), ("--query", query, 100_000)):
-        if not 1 <= value <= most:
+        if value is not None and not 1 <= value <= most:
             fail(f"{flag} must be between 1 and {most:,}, got {value:,}")
     if not 0 <= steps <= 1_000:
         fail(f"--steps must be between 0 and 1,000, got {steps:,}")
@@ -316,26 +324,46 @@ def evaluate_runs(
             learner = MetaLearner.from_run(run, target)
         except (RunError, ValueError) as error:
             fail(str(error))
-        result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=shots, steps=steps, tasks=tasks,
-                          query=query, seed=seed, inner_lr=inner_lr)
+        classifies = registry.is_classification(learner.config.task.name)
+        if results and classifies != (results[0][1].loss == "cross_entropy"):
+            fail("the runs mix regression and classification; evaluate them apart")
+        run_shots = shots if shots is not None else (learner.config.train.shots if classifies else 5)
+        run_query = query if query is not None else (15 if classifies else 100)
+        try:
+            result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=run_shots, steps=steps,
+                              tasks=tasks, query=run_query, seed=seed, inner_lr=inner_lr)
+        except ValueError as error:
+            fail(str(error))
         results.append((str(run), result))
     if as_json:
         document = {"runs": [{"run": run, **result.to_dict()} for run, result in results]}
         typer.echo(json.dumps(document, allow_nan=False))  # strict JSON: every number is finite or null
         return
-    label = results[0][1].loss.upper() if results[0][1].loss == "mse" else results[0][1].loss
-    table = Table(title=f"Meta-test {label} ({tasks} tasks, {shots} shots, {query} query points): "
-                        "mean ± 95% CI, median, tasks diverged", title_justify="left")
+    first = results[0][1]
+    classifies = first.loss == "cross_entropy"
+    label = first.loss.upper() if first.loss == "mse" else first.loss
+    if classifies:
+        title = (f"Meta-test accuracy and {label} ({tasks} episodes of the meta-test classes, {first.ways}-way "
+                 f"{first.shots}-shot, {first.query} query images per class): mean ± 95% CI, median loss, episodes diverged")
+    else:
+        title = (f"Meta-test {label} ({tasks} tasks, {first.shots} shots, {first.query} query points): "
+                 "mean ± 95% CI, median, tasks diverged")
+    table = Table(title=escape(title), title_justify="left")
     table.add_column("step", justify="right")
     for run, result in results:
         name = escape(f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}")
-        table.add_column(f"{name}\nmean ± CI", justify="right")
+        if classifies:
+            table.add_column(f"{name}\naccuracy %", justify="right")
+        table.add_column(f"{'loss' if classifies else name}\nmean ± CI" if not classifies else "loss\nmean ± CI", justify="right")
         table.add_column("median", justify="right")
         table.add_column("div.", justify="right")
     for index in range(steps + 1):
         cells = []
         for _, result in results:
             stats = result.step(index)
+            if classifies:
+                mean, ci = result.metrics["accuracy"][index], result.metrics_ci95["accuracy"][index]
+                cells.append("—" if mean is None else f"{100 * mean:.1f} ± {100 * ci:.1f}")
             cells += ["—" if stats.mean is None else f"{stats.mean:.3f} ± {stats.ci95:.3f}",
                       "—" if stats.median is None else f"{stats.median:.3f}", str(stats.diverged)]
         table.add_row(str(index), *cells)

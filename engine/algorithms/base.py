@@ -70,9 +70,6 @@ class Section:
         return {"title": self.title, "columns": list(self.columns), "rows": [[label, list(values)] for label, values in self.rows]}
 
 
-def _as_batch(x: Tensor) -> Tensor:
-    return x.unsqueeze(0) if x.dim() == 2 else x
-
 
 class Algorithm:
     """MAML (Finn, Abbeel, Levine 2017, arXiv:1703.03400): the default answer to every hook."""
@@ -259,9 +256,9 @@ class Algorithm:
         through. ``inner_lr`` overrides the run's rate; learned rates are scaled by
         ``inner_lr / self.inner_lr``.
         """
-        x_support, y_support = _as_batch(x_support), self._as_target_batch(y_support)
+        x_support, y_support = self._as_input_batch(x_support), self._as_target_batch(y_support)
         if x_query is not None and y_query is not None:
-            x_query, y_query = _as_batch(x_query), self._as_target_batch(y_query)
+            x_query, y_query = self._as_input_batch(x_query), self._as_target_batch(y_query)
         with torch.no_grad():
             detached = {n: v.detach() for n, v in params.items()}
             scale = 1.0 if inner_lr is None else float(inner_lr) / self.inner_lr
@@ -272,8 +269,15 @@ class Algorithm:
                                x_query, y_query, keep_params)
 
     def _as_target_batch(self, y: Tensor) -> Tensor:
-        """Targets of one task get a tasks dimension (regression targets are (points, out))."""
-        return y.unsqueeze(0) if y.dim() == 2 else y
+        """Targets of one task get a tasks dimension (regression targets are (points, out), class
+        labels (points,))."""
+        return y.unsqueeze(0) if y.dim() == self.loss.target_dims else y
+
+    def _as_input_batch(self, x: Tensor) -> Tensor:
+        """Inputs of one task get a tasks dimension: (points, in), or (points, C, H, W) for images."""
+        shape = getattr(self.model, "input_shape", None)
+        one_task = 1 + (len(shape) if shape is not None else 1)
+        return x.unsqueeze(0) if x.dim() == one_task else x
 
 
 def _coerce(value: Any, kind: type) -> Any:

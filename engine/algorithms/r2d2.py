@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.algorithms.base import Algorithm, MetaStep, Section, _as_batch, _grad, _leaves
+from engine.algorithms.base import Algorithm, MetaStep, Section, _grad, _leaves
 from engine.functional import AdaptHistory, InnerLoop, func_gradients, gradient_norm, task_losses
 from engine.model import Params
 from engine.tasks import TaskBatch
@@ -98,10 +98,10 @@ class R2D2(Algorithm):
               x_query: Tensor | None = None, y_query: Tensor | None = None, inner_lr: float | None = None,
               keep_params: bool = True) -> AdaptHistory:
         steps = self.inner_steps if steps is None else int(steps)
-        x_support, y_support = _as_batch(x_support), self._as_target_batch(y_support)
+        x_support, y_support = self._as_input_batch(x_support), self._as_target_batch(y_support)
         has_query = x_query is not None and y_query is not None
         if has_query:
-            x_query, y_query = _as_batch(x_query), self._as_target_batch(y_query)
+            x_query, y_query = self._as_input_batch(x_query), self._as_target_batch(y_query)
         tasks = x_support.shape[0]
         history = AdaptHistory([], [], [] if has_query else None, [])
         head_loop = InnerLoop(names=tuple(self.model.head_names), rates=())

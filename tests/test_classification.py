@@ -1,0 +1,166 @@
+"""Few-shot classification: the digits episodes, the conv net against torch's own layers, and exact
+meta-gradients through batch norm and pooling against a plain per-task loop in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as nnf
+
+import engine
+from engine.algorithms.base import Algorithm
+from engine.classification import DIGITS_TEST, DIGITS_TRAIN, DIGITS_VAL, ROTATIONS, Digits, load_digits
+from engine.conv import Conv4
+from engine.errors import ConfigError
+from engine.model import ImageMLP
+from tests.conftest import assert_matches_loop
+
+
+
+def reference_conv(model: Conv4, params, x, step=None):
+    """One task through torch's own layers: conv2d, batch_norm on the batch's statistics, max_pool2d."""
+    norm = model._norm_set(step)
+    h = x
+    for i in range(model.blocks):
+        h = nnf.conv2d(h, params[f"block{i}.conv.weight"], params[f"block{i}.conv.bias"], padding=1)
+        h = nnf.batch_norm(h, None, None, params[f"block{i}.norm{norm}.weight"], params[f"block{i}.norm{norm}.bias"],
+                           training=True, eps=1e-5)
+        h = nnf.max_pool2d(torch.relu(h), 2, ceil_mode=True)
+    return nnf.linear(h.flatten(1), params["head.weight"].T, params["head.bias"])
+
+
+def small_episodes(tasks=3, ways=3, shots=2, query=2, seed=0):
+    family = Digits(ways=ways, dtype=torch.float64)
+    return family, family.sample(tasks, shots, query, torch.Generator().manual_seed(seed))
+
+
+# -- data ---------------------------------------------------------------------------------------
+def test_digits_are_forty_classes_split_by_digit_with_no_digit_in_two_splits():
+    data = load_digits()
+    assert data.images.shape == (1797 * 4, 1, 8, 8) and 0 <= data.images.min() and data.images.max() <= 1
+    assert len(data.names) == 40 and sorted(c for s in data.splits.values() for c in s) == list(range(40))
+    digit_of = lambda c: c // len(ROTATIONS)  # noqa: E731
+    assert {digit_of(c) for c in data.splits["train"]} == set(DIGITS_TRAIN)
+    assert {digit_of(c) for c in data.splits["val"]} == set(DIGITS_VAL)
+    assert {digit_of(c) for c in data.splits["test"]} == set(DIGITS_TEST)
+    members = data.members()
+    first_seven = members[7 * 4][0]  # a 7 and the same 7 turned 90 degrees: one image, two classes
+    turned = members[7 * 4 + 1][0]
+    assert torch.equal(torch.rot90(data.images[first_seven], 1, dims=(1, 2)), data.images[turned])
+
+
+def test_an_episode_has_n_ways_k_shots_labels_permuted_and_images_of_its_classes():
+    family = Digits(ways=5)
+    batch = family.sample(8, 3, 4, torch.Generator().manual_seed(1))
+    assert batch.x_support.shape == (8, 15, 1, 8, 8) and batch.x_query.shape == (8, 20, 1, 8, 8)
+    assert batch.y_support.dtype == torch.long
+    data, members = family.data, family.data.members()
+    for t in range(8):
+        classes = batch.params["classes"][t].tolist()
+        assert len(set(classes)) == 5 and set(classes) <= set(data.splits["train"])
+        assert torch.bincount(batch.y_support[t]).tolist() == [3] * 5 and torch.bincount(batch.y_query[t]).tolist() == [4] * 5
+        for images, labels in ((batch.x_support[t], batch.y_support[t]), (batch.x_query[t], batch.y_query[t])):
+            for image, label in zip(images, labels):  # every image is one of its class's members
+                pool = data.images[members[classes[label]]]
+                assert (pool == image).flatten(1).all(1).any()
+        support = {tuple(img.flatten().tolist()) for img in batch.x_support[t]}
+        assert not support & {tuple(img.flatten().tolist()) for img in batch.x_query[t]}  # no image in both
+    # the label of a class changes across episodes: classes are labelled by a fresh order each time
+    firsts = batch.params["classes"][:, 0].tolist()
+    assert len(set(firsts)) > 1
+
+
+def test_episodes_come_from_the_seed_and_the_split():
+    family = Digits(ways=5)
+    a = family.sample(4, 1, 2, torch.Generator().manual_seed(7))
+    b = family.sample(4, 1, 2, torch.Generator().manual_seed(7))
+    assert torch.equal(a.x_support, b.x_support) and torch.equal(a.params["classes"], b.params["classes"])
+    test = family.with_split("test").sample(20, 1, 1, torch.Generator().manual_seed(7))
+    assert set(test.params["classes"].flatten().tolist()) <= set(family.data.splits["test"])
+
+
+def test_bad_episode_settings_are_one_sentence():
+    with pytest.raises(ConfigError, match="--ways must be at most 8"):
+        Digits(ways=9)
+    with pytest.raises(ConfigError, match="--ways must be a whole number from 2"):
+        Digits(ways=1)
+    with pytest.raises(ConfigError, match="no setting 'amplitude'"):
+        Digits(amplitude=[1, 2])
+    with pytest.raises(ConfigError, match="more than the 17. that the smallest class"):
+        Digits(ways=5).sample(2, 100, 100, torch.Generator())
+
+
+# -- models -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm_steps", [0, 3])
+def test_the_conv_net_equals_torchs_layers_one_task_at_a_time(norm_steps):
+    family, batch = small_episodes()
+    model = Conv4((4, 5, 6), input_shape=family.input_shape, out_features=3, norm_steps=norm_steps)
+    generator = torch.Generator().manual_seed(0)
+    params = model.init(generator, dtype=torch.float64)
+    params = {n: v + 0.1 * torch.randn(v.shape, generator=generator, dtype=torch.float64) for n, v in params.items()}
+    per_task = {n: torch.stack([v + 0.01 * t for t in range(3)]) for n, v in params.items()}
+    for step in (0, 1, 5):
+        shared = model.forward(params, batch.x_support, step)
+        batched = model.forward(per_task, batch.x_support, step)
+        assert shared.shape == (3, 6, 3)
+        for t in range(3):
+            torch.testing.assert_close(shared[t], reference_conv(model, params, batch.x_support[t], step))
+            task_params = {n: v[t] for n, v in per_task.items()}
+            torch.testing.assert_close(batched[t], reference_conv(model, task_params, batch.x_support[t], step))
+    if norm_steps:  # each inner step its own scale and shift (MAML++'s BNWB), the last one reused beyond
+        changed = dict(params, **{"block0.norm.step1.weight": params["block0.norm.step1.weight"] * 3})
+        assert torch.equal(model.forward(changed, batch.x_support, 0), model.forward(params, batch.x_support, 0))
+        assert not torch.equal(model.forward(changed, batch.x_support, 1), model.forward(params, batch.x_support, 1))
+        torch.testing.assert_close(model.forward(params, batch.x_support, 2), model.forward(params, batch.x_support, 9))
+
+
+def test_batch_norm_uses_each_tasks_own_statistics():
+    """A task's predictions do not change when another task of the batch changes."""
+    family, batch = small_episodes()
+    model = Conv4((4, 4), input_shape=family.input_shape, out_features=3)
+    params = model.init(torch.Generator().manual_seed(0), dtype=torch.float64)
+    other = batch.x_support.clone()
+    other[1:] = other[1:] * 5 + 1
+    torch.testing.assert_close(model.forward(params, other)[0], model.forward(params, batch.x_support)[0])
+
+
+def test_the_image_mlp_is_the_mlp_on_flattened_images_and_takes_the_general_path():
+    family, batch = small_episodes()
+    model = engine.make_model(engine.ModelConfig(hidden=(7,)), family.input_dim, 3, family.input_shape)
+    assert isinstance(model, ImageMLP) and model.in_features == 64
+    flat = engine.MLP(hidden=(7,), in_features=64, out_features=3)
+    params = model.init(torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(model.forward(params, batch.x_support), flat.forward(params, batch.x_support.flatten(2)))
+    algorithm = engine.make_algorithm("maml", model, loss=family.loss)
+    assert algorithm.backend_choice(shots=6) == "torch.func"
+    with pytest.raises(ValueError, match="cavia appends its context to the input"):
+        engine.make_algorithm("cavia", model, loss=family.loss)
+    with pytest.raises(ValueError, match="takes images"):
+        engine.make_model(engine.ModelConfig(kind="conv4"), 1, 1)
+
+
+CORE = sorted(n for n, cls in engine.ALGORITHMS.items() if cls.meta_step is Algorithm.meta_step and n not in ("cavia",))
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_exact_meta_gradients_through_batch_norm_and_pooling_equal_the_plain_loop(name):
+    """Second order (where the algorithm asks for it) through conv, batch norm and max-pool, float64,
+    against one task at a time with autograd.grad(create_graph=True) and nnf.cross_entropy."""
+    family, batch = small_episodes(tasks=2, ways=3, shots=2, query=2)
+    model = Conv4((3, 4), input_shape=family.input_shape, out_features=3, norm_steps=3 if name == "mamlpp" else 0)
+    algorithm = engine.make_algorithm(name, model, inner_lr=0.1, inner_steps=2, loss=family.loss)
+    params = {n: v.double() for n, v in algorithm.init(torch.Generator().manual_seed(0), "cpu").items()}
+    grads = assert_matches_loop(algorithm, params, batch, progress=0.5, loss_fn=nnf.cross_entropy, rtol=1e-8, atol=1e-10)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for n, g in grads.items() if n.startswith("block0.conv"))  # reaches the first block
+
+
+def test_second_order_is_not_first_order_through_the_conv_net():
+    """The Hessian terms through batch norm matter: MAML's and FOMAML's meta-gradients differ."""
+    family, batch = small_episodes(tasks=2, ways=3, shots=2, query=2)
+    model = Conv4((3, 4), input_shape=family.input_shape, out_features=3)
+    params = model.init(torch.Generator().manual_seed(0), dtype=torch.float64)
+    _, second = engine.make_algorithm("maml", model, inner_lr=0.5, inner_steps=2, loss=family.loss).meta_gradient(params, batch)
+    _, first = engine.make_algorithm("fomaml", model, inner_lr=0.5, inner_steps=2, loss=family.loss).meta_gradient(params, batch)
+    gap = max(float((second[n] - first[n]).abs().max()) for n in second)
+    assert gap > 1e-6
