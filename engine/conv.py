@@ -136,6 +136,7 @@ class Conv4(Model):
 
     def _batched(self, fn, params: Params, x: Tensor, step: int | None) -> Tensor:
         """``fn`` on one task, or vmapped over the tasks of ``x`` (tasks, points, C, H, W) and of per-task params."""
+        params = {n: params[n] for n in self.names if n in params}  # an algorithm's own entries (R2-D2's lambda) stay outside
         batched = {n: 0 if self.is_batched(n, v) else None for n, v in params.items()}
         x_batched = x.dim() == 5
         if not x_batched and not any(d == 0 for d in batched.values()):

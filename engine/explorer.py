@@ -588,7 +588,7 @@ def catalog() -> dict[str, Any]:
         "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values() if e.kind != "classification"],
         "algorithms": [{"name": name, "summary": registry.ALGORITHMS[name].summary, "paper": cls.paper,
                         "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"]}
-                       for name, cls in ALGORITHMS.items()],
+                       for name, cls in ALGORITHMS.items() if name in registry.regression_algorithms()],
     }
 
 

@@ -23,7 +23,7 @@ class Entry:
     name: str
     target: str  # "package.module:Class"
     summary: str
-    kind: str = ""  # task families: "regression" or "classification"
+    kind: str = ""  # task families: "regression" or "classification"; algorithms: "classification" when only that
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
@@ -64,6 +64,8 @@ ALGORITHMS: dict[str, Entry] = _entries(
     ("r2d2", "engine.algorithms.r2d2:R2D2", "closed-form ridge-regression head (Bertinetto et al. 2019)"),
     ("pretrain", "engine.algorithms.baselines:Pretrain", "baseline: one network on all tasks, fine-tuned"),
     ("scratch", "engine.algorithms.baselines:Scratch", "baseline: a random network, fine-tuned"),
+    ("protonet", "engine.algorithms.protonet:ProtoNet", "prototypical networks: nearest class mean of embeddings (Snell et al. 2017)",
+     "classification"),
 )
 
 
@@ -85,6 +87,11 @@ def is_classification(task: str) -> bool:
     """Whether the task family ``task`` classifies (episodes of images) rather than regresses."""
     entry = TASKS.get(task) if isinstance(task, str) else None
     return entry is not None and entry.kind == "classification"
+
+
+def regression_algorithms() -> list[str]:
+    """The algorithms that run on regression families (every one but the classification-only ones)."""
+    return [name for name, entry in ALGORITHMS.items() if entry.kind != "classification"]
 
 
 def task_class(name: str):

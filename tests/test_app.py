@@ -14,7 +14,7 @@ from rich.text import Text
 
 from textual.widgets import Select
 
-from engine.registry import ALGORITHMS as ALGORITHM_NAMES
+from engine.registry import regression_algorithms
 from engine.registry import TASKS as TASK_NAMES
 from maml_tui.app import ExplorerApp
 from maml_tui.engine_link import EngineLink
@@ -23,6 +23,8 @@ from maml_tui.screens import AlgorithmScreen, ConfirmDialog, HelpScreen, MainScr
 from maml_tui.widgets import AlgorithmPanel, FitPlot, LossChart, SettingsPanel
 
 SIZE = (100, 30)
+
+ALGORITHM_NAMES = regression_algorithms()  # the explorer draws regression: protonet classifies only
 
 
 def make_app(**options) -> ExplorerApp:

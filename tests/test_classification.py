@@ -164,3 +164,63 @@ def test_second_order_is_not_first_order_through_the_conv_net():
     _, first = engine.make_algorithm("fomaml", model, inner_lr=0.5, inner_steps=2, loss=family.loss).meta_gradient(params, batch)
     gap = max(float((second[n] - first[n]).abs().max()) for n in second)
     assert gap > 1e-6
+
+
+# -- protonet and the other algorithms on classification ------------------------------------------
+def test_protonet_is_the_softmax_over_negative_squared_distances_to_the_class_means():
+    family, batch = small_episodes(tasks=3, ways=3, shots=2, query=2)
+    model = Conv4((3, 4), input_shape=family.input_shape, out_features=3)
+    algorithm = engine.make_algorithm("protonet", model, loss=family.loss)
+    params = {n: v.double() for n, v in algorithm.init(torch.Generator().manual_seed(0), "cpu").items()}
+    assert not set(params) & set(model.head_names)  # the embedding alone is meta-learned
+    loss, grads = algorithm.meta_gradient(params, batch)
+    reference_params = {n: v.detach().clone().requires_grad_() for n, v in params.items()}
+    total = 0.0
+    for t in range(3):  # one task at a time, the formula of Snell et al. written out
+        body = {**reference_params, "head.weight": torch.zeros(model.feature_size, 3, dtype=torch.float64),
+                "head.bias": torch.zeros(3, dtype=torch.float64)}
+        support = model._features_one(body, batch.x_support[t], None)
+        query = model._features_one(body, batch.x_query[t], None)
+        centres = torch.stack([support[batch.y_support[t] == k].mean(0) for k in range(3)])
+        logits = -torch.cdist(query, centres).square()
+        total = total + nnf.cross_entropy(logits, batch.y_query[t])
+    total = total / 3
+    expected = torch.autograd.grad(total, list(reference_params.values()))
+    torch.testing.assert_close(loss, total.detach())
+    for name, g in zip(reference_params, expected):
+        torch.testing.assert_close(grads[name], g, rtol=1e-8, atol=1e-10)
+    history = algorithm.adapt(params, batch.x_support, batch.y_support, 2, batch.x_query, batch.y_query)
+    # step 0, before the support set: a zero head, every class tied (argmax picks label 0, a third of a balanced query)
+    torch.testing.assert_close(history.query_metrics[0]["accuracy"], torch.full((3,), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(history.query_loss[1].mean(), total.detach())  # step 1: the prototypes
+    torch.testing.assert_close(history.query_loss[0], torch.full((3,), torch.log(torch.tensor(3.0)).item(), dtype=torch.float64))
+
+
+def test_protonet_refuses_regression_in_one_sentence():
+    with pytest.raises(ValueError, match="pick a classification task family"):
+        engine.make_algorithm("protonet", engine.MLP())
+    with pytest.raises(ValueError, match="pick a classification task family"):
+        from engine.trainer import MetaLearner
+
+        MetaLearner(engine.RunConfig().replace(algo={"name": "protonet"}), "cpu")
+
+
+CLASSIFIERS = ["maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "r2d2", "pretrain", "scratch", "protonet"]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_algorithm_the_issue_names_trains_and_evaluates_on_digits(name):
+    from engine.evaluate import evaluate
+    from engine.trainer import MetaLearner
+
+    config = engine.RunConfig().replace(
+        task={"name": "digits", "ranges": {"ways": 3}}, model={"kind": "conv4", "hidden": (4, 4)},
+        algo={"name": name, "inner_lr": 0.1, "inner_steps": 1},
+        train={"meta_batch_size": 2, "shots": 1, "query": 2})
+    learner = MetaLearner(config, "cpu")
+    for _ in range(2):
+        metrics = learner.outer_step()
+    assert metrics.finite
+    result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=1, steps=2, tasks=6, query=3)
+    assert result.split == "test" and result.ways == 3 and result.loss == "cross_entropy"
+    assert all(0.0 <= a <= 1.0 for a in result.metrics["accuracy"]) and all(c is not None for c in result.metrics_ci95["accuracy"])

@@ -11,11 +11,13 @@ import torch
 
 from engine.config import RunConfig
 from engine.explorer import ExplorerSession, apply_settings, companion_config
-from engine.registry import ALGORITHMS as ALGORITHM_NAMES
+from engine.registry import regression_algorithms
 from engine.registry import TASKS as TASK_NAMES
 from engine.explorer_server import serve
 from engine.trainer import DivergedError, MetaLearner
 from maml_tui.engine_link import SHIPPED_RUN
+
+ALGORITHM_NAMES = regression_algorithms()  # the explorer draws regression: protonet classifies only
 
 
 def small_config(**algo) -> RunConfig:

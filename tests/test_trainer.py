@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import engine
+from engine.registry import regression_algorithms
 from engine.checkpoint import RunDirectory, RunError, load_checkpoint
 from engine.config import RunConfig
 from engine.trainer import DivergedError, MetaLearner, train
@@ -18,7 +19,7 @@ def small_config(**train) -> RunConfig:
     return RunConfig().replace(model={"hidden": (16, 16)}, train={**base, **train})
 
 
-@pytest.mark.parametrize("algo", sorted(engine.ALGORITHMS))
+@pytest.mark.parametrize("algo", sorted(regression_algorithms()))
 def test_outer_step_reports_every_metric(algo):
     config = small_config().replace(algo={"name": algo, "inner_steps": 2})
     learner = MetaLearner(config, "cpu")
