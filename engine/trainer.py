@@ -11,6 +11,8 @@ share the same code, so a run trained headless and one stepped by hand are the s
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 import os
 import signal
@@ -87,6 +89,7 @@ class OuterMetrics:
     learned: dict[str, float] = field(default_factory=dict)  # the algorithm's learned numbers (rates, lambda, ...)
     outer_lr: float = 0.0  # the outer rate in force at this step
     backend: str = ""  # which backend computed the meta-gradient
+    val_accuracy: float | None = None  # classification: accuracy on the fixed meta-validation episodes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -402,6 +405,49 @@ class Probe:
         return ""
 
 
+class Validation:
+    """Classification runs: a fixed set of meta-validation episodes (classes never trained on), drawn
+    once from their own stream, on which every logged step measures the query accuracy after the
+    algorithm's inner steps; the best such state is kept as ``best.pt``."""
+
+    EPISODES = 100
+    CHUNK = 25  # episodes adapted at once (a conv net's episodes hold whole images)
+
+    def __init__(self, learner: "MetaLearner"):
+        train = learner.config.train
+        generator = torch.Generator(device=learner.device).manual_seed(104_729 + train.seed)
+        self.batch = learner.family.with_split("val").sample(self.EPISODES, train.shots, train.query, generator)
+
+    @staticmethod
+    def wanted(learner: "MetaLearner") -> bool:
+        return hasattr(learner.family, "with_split")
+
+    def accuracy(self, learner: "MetaLearner") -> float:
+        batch, params, hits = self.batch, learner.parameters(), []
+        for start in range(0, batch.num_tasks, self.CHUNK):
+            sl = slice(start, start + self.CHUNK)
+            history = learner.algorithm.adapt(params, batch.x_support[sl], batch.y_support[sl], None,
+                                              batch.x_query[sl], batch.y_query[sl], keep_params=False)
+            hits.append(history.query_metrics[-1]["accuracy"])
+        return float(torch.cat(hits).double().mean())
+
+
+BEST_CHECKPOINT, BEST_MARKER = "best.pt", "best.json"
+
+
+def _best_so_far(run) -> float:
+    """The meta-validation accuracy of the run's best.pt (from best.json), or -1 when there is none."""
+    try:
+        marker = json.loads((run.path / BEST_MARKER).read_text())
+        value = marker.get("val_accuracy") if isinstance(marker, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and (run.path / BEST_CHECKPOINT).is_file():
+            return float(value)
+    except (OSError, ValueError, RecursionError):
+        pass
+    return -1.0
+
+
 # -- the headless run ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainEvent:
@@ -501,11 +547,26 @@ def _train_locked(config, run, device, threads, resume, steps, emit, should_stop
         emit(end)
         return end
 
+    validation = Validation(learner) if Validation.wanted(learner) else None
+    best = {"value": _best_so_far(run) if resume else -1.0}
+
+    def validate(metrics: OuterMetrics) -> OuterMetrics:
+        """The meta-validation accuracy of this state, kept as best.pt when it is the best yet."""
+        if validation is None:
+            return metrics
+        value = validation.accuracy(learner)
+        if value > best["value"] and _params_finite(learner):
+            checkpoint.save_checkpoint(run.path / BEST_CHECKPOINT, learner.state_dict(), config)
+            checkpoint._atomic_write(run.path / BEST_MARKER, lambda f: f.write(json.dumps(
+                {"step": learner.step, "val_accuracy": value, "episodes": Validation.EPISODES}).encode()))
+            best["value"] = value
+        return dataclasses.replace(metrics, val_accuracy=value)
+
     if not resume:
         save("initial")
     interrupted = _InterruptFlag()  # Ctrl-C stops at a step boundary, so the checkpoint is exact
     try:
-        reason, its = _train_loop(learner, run, total, interrupted, should_stop, emit, save)
+        reason, its = _train_loop(learner, run, total, interrupted, should_stop, emit, save, validate)
         interrupted.saving = True  # from here on Ctrl-C is ignored: the final save is not cut short
         save("final" if reason == "finished" else "interrupted")
     finally:
@@ -526,7 +587,7 @@ def _write_preview(path: Path) -> None:
         pass
 
 
-def _train_loop(learner: MetaLearner, run, total: int, interrupted, should_stop, emit, save) -> tuple[str, float]:
+def _train_loop(learner: MetaLearner, run, total: int, interrupted, should_stop, emit, save, validate=None) -> tuple[str, float]:
     """Outer steps until ``total``, a stop request or Ctrl-C; returns why it stopped and the last meta-it/s."""
     log_every, checkpoint_every = learner.config.train.log_every, learner.config.train.checkpoint_every
     window_start, window_steps = time.perf_counter(), 0
@@ -549,6 +610,9 @@ def _train_loop(learner: MetaLearner, run, total: int, interrupted, should_stop,
                     end = TrainEvent("end", learner.step, total, metrics, its, message=message)
                     emit(end)
                     raise DivergedError(message)
+                if validate is not None:
+                    metrics = validate(metrics)
+                    window_start = time.perf_counter()  # the speed is training's own, without the validation
                 run.append_metrics(metrics, its)
                 emit(TrainEvent("log", learner.step, total, metrics, its))
             if learner.step % checkpoint_every == 0 and learner.step < total:

@@ -46,7 +46,8 @@ class TrainProgress:
             m = event.metrics
             self.progress.update(
                 self.task, completed=event.step, speed=f"{event.its_per_second:,.0f} it/s",
-                losses=f"query {m.query_loss_before:.2f}→{m.query_loss_after:.2f}",
+                losses=f"query {m.query_loss_before:.2f}→{m.query_loss_after:.2f}"
+                       + ("" if m.val_accuracy is None else f"  val acc {100 * m.val_accuracy:.1f}%"),
             )
         elif event.kind == "end" and self.task is not None:
             self.progress.update(self.task, completed=event.step)

@@ -224,3 +224,29 @@ def test_every_algorithm_the_issue_names_trains_and_evaluates_on_digits(name):
     result = evaluate(learner.algorithm, learner.parameters(), learner.family, shots=1, steps=2, tasks=6, query=3)
     assert result.split == "test" and result.ways == 3 and result.loss == "cross_entropy"
     assert all(0.0 <= a <= 1.0 for a in result.metrics["accuracy"]) and all(c is not None for c in result.metrics_ci95["accuracy"])
+
+
+def test_training_logs_meta_validation_accuracy_and_keeps_the_best_state(tmp_path):
+    import json
+
+    from engine.checkpoint import RunDirectory, load_checkpoint
+    from engine.trainer import train
+
+    config = engine.RunConfig().replace(
+        task={"name": "digits", "ranges": {"ways": 3}}, model={"hidden": (16,)},
+        algo={"name": "maml", "inner_lr": 0.5, "inner_steps": 1},
+        train={"steps": 60, "meta_batch_size": 4, "shots": 1, "query": 3, "log_every": 10, "checkpoint_every": 30})
+    train(config, tmp_path / "run", device="cpu")
+    records = RunDirectory(tmp_path / "run").read_metrics()
+    values = [r["val_accuracy"] for r in records]
+    assert len(values) == 6 and all(0 <= v <= 1 for v in values)
+    marker = json.loads((tmp_path / "run" / "best.json").read_text())
+    best = max(values)
+    assert marker["val_accuracy"] == best and marker["step"] == records[values.index(best)]["step"]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == marker["step"]
+    # a resume measures against the kept best: best.pt is replaced only by a better state
+    train(config, tmp_path / "run", device="cpu", resume=True, steps=80)
+    later = [r["val_accuracy"] for r in RunDirectory(tmp_path / "run").read_metrics()][6:]
+    marker_after = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert marker_after["val_accuracy"] == max(best, *later)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == marker_after["step"]
