@@ -36,18 +36,41 @@ MAX_WAYS = 1_000
 
 @dataclass(frozen=True)
 class ImageClasses:
-    """Images ``(n, C, H, W)`` in [0, 1], their classes ``(n,)`` and the classes of each split."""
+    """Images ``(n, C, H, W)`` (float in [0, 1], or uint8 in 0..255), each of a base class, and the
+    classes of each split. With ``rotations = R`` every base class ``b`` gives R classes
+    ``b * R + r``: its images turned by ``r * 90`` degrees (rotations as new classes, as in Santoro
+    et al. 2016 and Finn et al. 2017), made when an episode is drawn, so only the base images are kept."""
 
     images: Tensor
-    labels: Tensor
-    splits: dict[str, tuple[int, ...]]
-    names: tuple[str, ...]  # a name per class, e.g. "7 turned 90°"
+    labels: Tensor  # the base class of every image (n,)
+    splits: dict[str, tuple[int, ...]]  # classes, after rotation
+    names: tuple[str, ...]  # a name per class (after rotation), e.g. "7 turned 90°"
+    rotations: int = 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
 
     def members(self) -> dict[int, Tensor]:
-        """The image indices of every class."""
+        """The image indices of every class (a rotated class shares its base class's images)."""
         order = torch.argsort(self.labels, stable=True)
-        counts = torch.bincount(self.labels, minlength=len(self.names)).tolist()
-        return {c: idx for c, idx in enumerate(torch.split(order, counts))}
+        counts = torch.bincount(self.labels, minlength=self.num_classes // self.rotations).tolist()
+        base = dict(enumerate(torch.split(order, counts)))
+        return {c: base[c // self.rotations] for c in range(self.num_classes)}
+
+    def image(self, index: int, cls: int) -> Tensor:
+        """Image ``index`` as class ``cls`` shows it (turned by its rotation), as floats in [0, 1]."""
+        image = self.images[index]
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image
+        return torch.rot90(image, cls % self.rotations, dims=(1, 2))
+
+
+def rotation_names(base: list[str], rotations: int = 4) -> tuple[str, ...]:
+    return tuple(name if r == 0 else f"{name} turned {90 * r}°" for name in base for r in range(rotations))
+
+
+def rotated_classes(bases, rotations: int = 4) -> tuple[int, ...]:
+    return tuple(b * rotations + r for b in bases for r in range(rotations))
 
 
 DIGITS_TRAIN, DIGITS_VAL, DIGITS_TEST = (0, 1, 2, 3, 6, 9), (7, 8), (4, 5)
@@ -80,17 +103,10 @@ def load_digits() -> ImageClasses:
     if table.dim() != 2 or table.shape[1] != 65:
         raise ConfigError(f"scikit-learn's digits file {path} does not hold 8x8 images; reinstall scikit-learn")
     images = (table[:, :64].to(torch.float32) / 16.0).view(-1, 1, 8, 8)
-    digit = table[:, 64]
-    stacked, labels, names = [], [], []
-    for r, angle in enumerate(ROTATIONS):  # class = digit * 4 + rotation
-        stacked.append(torch.rot90(images, r, dims=(2, 3)))
-        labels.append(digit * len(ROTATIONS) + r)
-    for d in range(10):
-        names += [f"{d}" if angle == 0 else f"{d} turned {angle}°" for angle in ROTATIONS]
-    classes = lambda digits: tuple(d * len(ROTATIONS) + r for d in digits for r in range(len(ROTATIONS)))  # noqa: E731
-    data = ImageClasses(torch.cat(stacked), torch.cat(labels),
-                        {"train": classes(DIGITS_TRAIN), "val": classes(DIGITS_VAL), "test": classes(DIGITS_TEST)},
-                        tuple(names))
+    r = len(ROTATIONS)
+    data = ImageClasses(images, table[:, 64], {"train": rotated_classes(DIGITS_TRAIN, r), "val": rotated_classes(DIGITS_VAL, r),
+                                               "test": rotated_classes(DIGITS_TEST, r)},
+                        rotation_names([str(d) for d in range(10)], r), rotations=r)
     _DIGITS_CACHE["digits"] = data
     return data
 
@@ -118,7 +134,8 @@ class ClassificationFamily(TaskFamily):
             raise ConfigError(f"--ways must be at most {smallest} for task family {self.name} (its smallest split has "
                               f"{smallest} classes), got {self.ways}")
         self._members = self.data.members()
-        self._images = self.data.images.to(self.device, self.dtype)
+        images = self.data.images
+        self._images = (images.to(self.device) if images.dtype == torch.uint8 else images.to(self.device, self.dtype))
 
     def load(self) -> ImageClasses:
         raise NotImplementedError
@@ -136,6 +153,12 @@ class ClassificationFamily(TaskFamily):
             if isinstance(ways, bool) or not isinstance(ways, int) or not 2 <= ways <= MAX_WAYS:
                 raise ConfigError(f"--ways must be a whole number from 2 to {MAX_WAYS:,}, got {shown(ways)}")
             checked["ways"] = ways
+        if "data_dir" in ranges:
+            folder = ranges["data_dir"]
+            if not isinstance(folder, str) or len(folder.encode("utf-8", "surrogateescape")) > 4096 or \
+                    any(not c.isprintable() for c in folder):
+                raise ConfigError(f"--data-dir must be a folder's path (printable, at most 4,096 bytes), got {shown(folder)}")
+            checked["data_dir"] = folder
         return checked
 
     @property
@@ -187,10 +210,24 @@ class ClassificationFamily(TaskFamily):
         labels = torch.arange(n).view(1, n, 1).expand(num_tasks, n, need)
         support_idx, query_idx = picks[:, :, :shots].reshape(num_tasks, -1), picks[:, :, shots:].reshape(num_tasks, -1)
         support_y, query_y = labels[:, :, :shots].reshape(num_tasks, -1), labels[:, :, shots:].reshape(num_tasks, -1)
-        images = self._images
+        turns = (classes % self.data.rotations).view(num_tasks, n, 1).expand(num_tasks, n, need)
+        support_turns, query_turns = turns[:, :, :shots].reshape(num_tasks, -1), turns[:, :, shots:].reshape(num_tasks, -1)
         device = self.device
-        return TaskBatch(images[support_idx.to(device)], support_y.to(device), images[query_idx.to(device)],
-                         query_y.to(device), {"classes": classes.to(device)})
+        return TaskBatch(self._gather(support_idx, support_turns), support_y.to(device),
+                         self._gather(query_idx, query_turns), query_y.to(device), {"classes": classes.to(device)})
+
+    def _gather(self, index: Tensor, turns: Tensor) -> Tensor:
+        """Images ``index`` (tasks, points) turned by ``turns`` quarter turns, as floats on the device."""
+        images = self._images[index.to(self.device)]
+        if images.dtype == torch.uint8:
+            images = images.to(self.dtype) / 255.0
+        if self.data.rotations > 1:
+            turns = turns.to(self.device)
+            for r in range(1, self.data.rotations):
+                mask = turns == r
+                if bool(mask.any()):
+                    images[mask] = torch.rot90(images[mask], r, dims=(-2, -1))
+        return images
 
     # regression-only parts of the base class
     def sample_params(self, num_tasks, generator):
@@ -207,3 +244,16 @@ class Digits(ClassificationFamily):
 
     def load(self) -> ImageClasses:
         return load_digits()
+
+
+class Omniglot(ClassificationFamily):
+    """N-way K-shot episodes of Omniglot's characters at 28x28, rotations as extra classes (see
+    :mod:`engine.omniglot`); ``data_dir`` is where the archives are unpacked ("" for the default place)."""
+
+    name = "omniglot"
+    defaults: dict[str, Any] = {"ways": 5, "data_dir": ""}
+
+    def load(self) -> ImageClasses:
+        from engine import omniglot
+
+        return omniglot.load(omniglot.data_dir(self.ranges["data_dir"]))

@@ -44,6 +44,8 @@ TASKS: dict[str, Entry] = _entries(
     ("abs", "engine.tasks:Abs", "s |x - c| + b"),
     ("digits", "engine.classification:Digits", "N-way K-shot classification of 8x8 digits, rotations as classes",
      "classification"),
+    ("omniglot", "engine.classification:Omniglot", "N-way K-shot classification of Omniglot characters at 28x28 (Lake et al. 2015)",
+     "classification"),
     kind="regression",
 )
 

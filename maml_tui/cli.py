@@ -178,6 +178,7 @@ def train(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="An algorithm option as KEY=VALUE, e.g. context_size=8 (repeatable; see maml-tui algorithms).")] = None,
     outer_lr: Annotated[float, typer.Option(help="Outer Adam learning rate (beta), finite, above 0 and at most 1,000.")] = 1e-3,
     ways: Annotated[Optional[int], typer.Option(help="Classes per episode (N) of a classification family such as digits, 2 up to the classes of its smallest split (default: 5).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where the omniglot family's archives are unpacked (default: $MAML_TUI_DATA_DIR/omniglot or ~/.cache/maml-tui/omniglot; see maml-tui download).")] = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "mlp",
     hidden: Annotated[Optional[str], typer.Option(help="Hidden layer widths (mlp) or block channels (conv4), comma-separated: at most 64 layers of 1 to 65,536 ('' or none: a linear mlp). Default: 40,40 for mlp, 64,64,64,64 for conv4.")] = None,
     activation: Annotated[str, typer.Option(help="Activation: relu, tanh, sigmoid, gelu, silu.")] = "relu",
@@ -218,6 +219,7 @@ def train(
             ("--shots", shots != 10), ("--query", query != 10), ("--inner-steps", inner_steps is not None),
             ("--inner-lr", inner_lr is not None), ("--option", bool(option)), ("--outer-lr", outer_lr != 1e-3),
             ("--hidden", hidden is not None), ("--ways", ways is not None), ("--model", model != "mlp"),
+            ("--data-dir", data_dir is not None),
             ("--activation", activation != "relu"), ("--init", init != "torch"), ("--seed", seed != 0),
             ("--out", out is not None), ("--log-every", log_every != 100), ("--checkpoint-every", checkpoint_every != 5000),
         ) if value]
@@ -235,9 +237,15 @@ def train(
         if ways is not None and not registry.is_classification(task):
             fail(f"--ways sets the classes of a classification episode, and task family {task} is regression; "
                  f"the classification families are {', '.join(n for n in registry.TASKS if registry.is_classification(n))}")
+        if data_dir is not None and task != "omniglot":
+            fail(f"--data-dir tells the omniglot family where its data is; task family {task} needs none")
+        check_path(data_dir, "--data-dir")
         widths = _parse_hidden(hidden) if hidden is not None else ((64, 64, 64, 64) if model == "conv4" else (40, 40))
+        settings = {} if ways is None else {"ways": ways}
+        if data_dir is not None:
+            settings["data_dir"] = str(data_dir.expanduser().resolve())
         config = RunConfig(
-            task=TaskConfig(name=task, ranges={} if ways is None else {"ways": ways}),
+            task=TaskConfig(name=task, ranges=settings),
             model=ModelConfig(kind=model, hidden=widths, activation=activation, init=init),
             algo=AlgoConfig(name=algo, inner_lr=inner_lr, inner_steps=inner_steps, options=_parse_options(option)),
             train=TrainConfig(
@@ -484,6 +492,44 @@ def info(
 
 
 @app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help="The dataset to fetch: omniglot.")],
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where to unpack it (default: $MAML_TUI_DATA_DIR/omniglot or ~/.cache/maml-tui/omniglot).")] = None,
+) -> None:
+    """Fetch a dataset that is not shipped (Omniglot's two archives, about 9 MB, MD5-checked), then read
+    it once so the first run starts at once. The digits need no download: scikit-learn ships them."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    if dataset != "omniglot":
+        fail(f"maml-tui download knows omniglot (the digits come with scikit-learn), got {printable(dataset)!r}")
+    check_path(data_dir, "--data-dir", creating=True)
+    from engine import omniglot
+    from engine.errors import ConfigError
+
+    root = omniglot.data_dir(data_dir)
+    bars: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as progress:
+        def advance(name: str, done: int, total: int) -> None:
+            if name not in bars:
+                bars[name] = progress.add_task(f"{name}.zip", total=total or None)
+            progress.update(bars[name], completed=done)
+
+        try:
+            omniglot.download(root, advance)
+        except ConfigError as error:
+            fail(str(error))
+        except OSError as error:
+            fail(f"cannot write {root}: {error.strerror or error}")
+    try:
+        data = omniglot.load(root)
+    except ConfigError as error:
+        fail(str(error))
+    sizes = ", ".join(f"{len(data.splits[s]):,} {s}" for s in ("train", "val", "test"))
+    console.print(f"Omniglot in {escape(str(root))}: {data.images.shape[0]:,} drawings of {data.num_classes // 4:,} characters, "
+                  f"{data.num_classes:,} classes with their rotations ({sizes}).", highlight=False)
+
+
+@app.command()
 def algorithms() -> None:
     """Every registered algorithm and task family, with its paper, defaults and options."""
     from engine.algorithms import ALGORITHMS
@@ -494,7 +540,12 @@ def algorithms() -> None:
         table.add_column(column)
     for name, cls in ALGORITHMS.items():
         options = ", ".join(f"{k}={v}" for k, v in cls.option_defaults().items()) or "—"
-        choice = cls(MLP()).backend_choice(shots=10)
+        if registry.ALGORITHMS[name].kind == "classification":  # no sinusoid run: its own rule on episodes
+            from engine.losses import CrossEntropy
+
+            choice = cls(MLP(out_features=5), loss=CrossEntropy()).backend_choice(shots=10) + " (classification only)"
+        else:
+            choice = cls(MLP()).backend_choice(shots=10)
         table.add_row(name, registry.ALGORITHMS[name].summary, cls.paper, f"{cls.defaults['inner_lr']:g}",
                       str(cls.defaults["inner_steps"]), options, choice)
     console.print(table)

@@ -37,16 +37,17 @@ def small_episodes(tasks=3, ways=3, shots=2, query=2, seed=0):
 # -- data ---------------------------------------------------------------------------------------
 def test_digits_are_forty_classes_split_by_digit_with_no_digit_in_two_splits():
     data = load_digits()
-    assert data.images.shape == (1797 * 4, 1, 8, 8) and 0 <= data.images.min() and data.images.max() <= 1
+    assert data.images.shape == (1797, 1, 8, 8) and 0 <= data.images.min() and data.images.max() <= 1
     assert len(data.names) == 40 and sorted(c for s in data.splits.values() for c in s) == list(range(40))
     digit_of = lambda c: c // len(ROTATIONS)  # noqa: E731
     assert {digit_of(c) for c in data.splits["train"]} == set(DIGITS_TRAIN)
     assert {digit_of(c) for c in data.splits["val"]} == set(DIGITS_VAL)
     assert {digit_of(c) for c in data.splits["test"]} == set(DIGITS_TEST)
     members = data.members()
-    first_seven = members[7 * 4][0]  # a 7 and the same 7 turned 90 degrees: one image, two classes
-    turned = members[7 * 4 + 1][0]
-    assert torch.equal(torch.rot90(data.images[first_seven], 1, dims=(1, 2)), data.images[turned])
+    seven = int(members[7 * 4][0])  # a 7 and the same 7 turned 90 degrees: one image, two classes
+    assert int(members[7 * 4 + 1][0]) == seven and int(data.labels[seven]) == 7
+    assert torch.equal(torch.rot90(data.image(seven, 7 * 4), 1, dims=(1, 2)), data.image(seven, 7 * 4 + 1))
+    assert data.names[7 * 4 + 1] == "7 turned 90°"
 
 
 def test_an_episode_has_n_ways_k_shots_labels_permuted_and_images_of_its_classes():
@@ -60,8 +61,9 @@ def test_an_episode_has_n_ways_k_shots_labels_permuted_and_images_of_its_classes
         assert len(set(classes)) == 5 and set(classes) <= set(data.splits["train"])
         assert torch.bincount(batch.y_support[t]).tolist() == [3] * 5 and torch.bincount(batch.y_query[t]).tolist() == [4] * 5
         for images, labels in ((batch.x_support[t], batch.y_support[t]), (batch.x_query[t], batch.y_query[t])):
-            for image, label in zip(images, labels):  # every image is one of its class's members
-                pool = data.images[members[classes[label]]]
+            for image, label in zip(images, labels):  # every image is one of its class's members, turned as its class is
+                cls = classes[label]
+                pool = torch.stack([data.image(int(i), cls) for i in members[cls]])
                 assert (pool == image).flatten(1).all(1).any()
         support = {tuple(img.flatten().tolist()) for img in batch.x_support[t]}
         assert not support & {tuple(img.flatten().tolist()) for img in batch.x_query[t]}  # no image in both
@@ -250,3 +252,106 @@ def test_training_logs_meta_validation_accuracy_and_keeps_the_best_state(tmp_pat
     marker_after = json.loads((tmp_path / "run" / "best.json").read_text())
     assert marker_after["val_accuracy"] == max(best, *later)
     assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == marker_after["step"]
+
+
+# -- omniglot, on a small collection in the archive's layout --------------------------------------
+@pytest.fixture
+def little_omniglot(tmp_path):
+    from engine import omniglot
+
+    return omniglot.make_synthetic(tmp_path / "omniglot", alphabets=4, characters_per_alphabet=4, drawings=6)
+
+
+def test_omniglot_reads_the_archive_layout_resizes_rotates_and_splits_by_character(little_omniglot):
+    from engine import omniglot
+
+    data = omniglot.load(little_omniglot)
+    assert data.images.shape == (16 * 6, 1, 28, 28) and data.images.dtype == torch.uint8
+    assert data.num_classes == 64 and data.rotations == 4
+    characters = {s: {c // 4 for c in data.splits[s]} for s in ("train", "val", "test")}
+    assert sum(len(v) for v in characters.values()) == 16 and not characters["train"] & characters["test"]
+    assert not characters["val"] & (characters["train"] | characters["test"]) and len(characters["val"]) == 2
+    assert all({c * 4 + r for r in range(4)} <= set(data.splits[s]) for s, chars in characters.items() for c in chars)
+    ink = data.image(0, 0)
+    assert ink.shape == (1, 28, 28) and ink.max() == 1.0 and ink.mean() < 0.5  # ink 1 on paper 0
+    assert (little_omniglot / omniglot.CACHE).is_file()
+    family = engine.make_task_family("omniglot", data_dir=str(little_omniglot), ways=5)
+    batch = family.with_split("test").sample(3, 1, 2, torch.Generator().manual_seed(0))
+    assert batch.x_support.shape == (3, 5, 1, 28, 28) and set(batch.params["classes"].flatten().tolist()) <= set(data.splits["test"])
+
+
+def test_the_omniglot_cache_is_reused_and_a_damaged_one_rebuilt(little_omniglot):
+    from engine import omniglot
+
+    first = omniglot.load(little_omniglot).images.clone()
+    omniglot._LOADED.clear()
+    cache = little_omniglot / omniglot.CACHE
+    stamp = cache.stat().st_mtime_ns
+    assert torch.equal(omniglot.load(little_omniglot).images, first) and cache.stat().st_mtime_ns == stamp  # read, not rebuilt
+    omniglot._LOADED.clear()
+    cache.write_bytes(b"not a cache")
+    assert torch.equal(omniglot.load(little_omniglot).images, first)
+    assert cache.stat().st_size > 1000
+
+
+def test_omniglot_problems_are_one_sentence(tmp_path):
+    from engine import omniglot
+
+    with pytest.raises(ConfigError, match="no Omniglot in .*maml-tui download omniglot, or give --data-dir"):
+        engine.make_task_family("omniglot", data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="--data-dir must be a folder's path"):
+        engine.make_task_family("omniglot", data_dir="a\nb")
+    archive = tmp_path / "served"
+    archive.mkdir()
+    import zipfile
+
+    with zipfile.ZipFile(archive / "images_background.zip", "w") as z:
+        z.writestr("images_background/A/c1/x.png", b"")
+    with pytest.raises(ConfigError, match="arrived damaged"):
+        omniglot.download(tmp_path / "got", url=f"file://{archive}/{{name}}.zip")
+    assert not list((tmp_path / "got").glob("*.tmp")) and not (tmp_path / "got" / "images_background").exists()
+    with pytest.raises(ConfigError, match="cannot download .* with no network"):
+        omniglot.download(tmp_path / "got", url=f"file://{tmp_path}/nowhere/{{name}}.zip")
+
+
+def test_download_checks_the_sum_unpacks_and_reports_progress(tmp_path, monkeypatch):
+    import hashlib
+
+    from engine import omniglot
+
+    served = omniglot.make_synthetic(tmp_path / "src", alphabets=6, characters_per_alphabet=1, drawings=2)
+    import zipfile
+
+    sums = {}
+    for name in omniglot.ARCHIVES:
+        with zipfile.ZipFile(tmp_path / f"{name}.zip", "w") as z:
+            for path in sorted((served / name).rglob("*.png")):
+                z.write(path, path.relative_to(served))
+        sums[name] = hashlib.md5((tmp_path / f"{name}.zip").read_bytes()).hexdigest()
+    monkeypatch.setattr(omniglot, "ARCHIVES", sums)
+    seen = []
+    root = omniglot.download(tmp_path / "got", lambda name, done, total: seen.append((name, done)), url=f"file://{tmp_path}/{{name}}.zip")
+    assert {name for name, _ in seen} == set(sums) and len(omniglot.characters(root)) == 6
+
+
+def test_train_and_eval_on_omniglot_through_the_cli(little_omniglot, tmp_path):
+    from typer.testing import CliRunner
+
+    from maml_tui.cli import app
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--task", "omniglot", "--data-dir", str(little_omniglot), "--model", "conv4",
+                                      "--hidden", "4,4", "--ways", "3", "--shots", "1", "--query", "2", "--meta-batch", "2",
+                                      "--inner-lr", "0.3", "--steps", "4", "--log-every", "2", "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (run / "best.pt").is_file()
+    evaluated = CliRunner().invoke(app, ["eval", str(run / "best.pt"), "--tasks", "5", "--steps", "1", "--query", "2"],
+                                   env={"COLUMNS": "200"})
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "accuracy" in evaluated.output and "3-way 1-shot" in evaluated.output
+    refused = CliRunner().invoke(app, ["train", "--task", "digits", "--data-dir", str(little_omniglot)])
+    assert refused.exit_code == 1 and "needs none" in refused.output
+    refused = CliRunner().invoke(app, ["train", "--task", "sinusoid", "--ways", "5"])
+    assert refused.exit_code == 1 and "is regression" in refused.output
+    refused = CliRunner().invoke(app, ["train", "--task", "sinusoid", "--model", "conv4"])
+    assert refused.exit_code == 1 and "takes images" in refused.output
