@@ -187,6 +187,15 @@ class ClassificationFamily(TaskFamily):
     def smallest_class(self, split: str | None = None) -> int:
         return min(self._members[c].numel() for c in self.data.splits[split or self.split])
 
+    def check_episode(self, shots: int, query: int) -> None:
+        """ConfigError unless every class of every split has ``shots + query`` images for an episode."""
+        need = shots + query
+        for split in SPLITS:
+            have = self.smallest_class(split)
+            if need > have:
+                raise ConfigError(f"--shots plus --query is {need} images per class, more than the {have} that the smallest "
+                                  f"class of the {self.name} family's {split} split holds")
+
     def sample(self, num_tasks: int, shots: int, query: int, generator: torch.Generator) -> TaskBatch:
         """``num_tasks`` episodes: N classes, ``shots`` support and ``query`` query images of each."""
         if num_tasks < 1 or shots < 1 or query < 0:
@@ -194,7 +203,7 @@ class ClassificationFamily(TaskFamily):
         need, have = shots + query, self.smallest_class()
         if need > have:
             raise ConfigError(f"--shots plus --query is {need} images per class, more than the {have} that the smallest "
-                              f"class of {self.name}'s {self.split} split holds")
+                              f"class of the {self.name} family's {self.split} split holds")
         pool = torch.tensor(self.data.splits[self.split])
         n = self.ways
         # classes of each episode: the first N of a random permutation of the split (drawn on the CPU: the

@@ -117,6 +117,8 @@ class MetaLearner:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         self.family: TaskFamily = make_task_family(config.task.name, device=self.device, **config.task.ranges)
+        if hasattr(self.family, "check_episode"):  # classification: every split must hold a whole episode
+            self.family.check_episode(config.train.shots, config.train.query)
         body = make_model(config.model, self.family.input_dim, self.family.output_dim, getattr(self.family, "input_shape", None))
         self.algorithm: Algorithm = make_algorithm(config.algo.name, body, config.algo.inner_lr, config.algo.inner_steps,
                                                    backend=backend, loss=self.family.loss, options=config.algo.options)

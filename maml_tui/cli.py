@@ -257,6 +257,13 @@ def train(
             config = config.validate().resolved()
         except ValueError as error:
             fail(str(error))
+        if registry.is_classification(config.task.name):  # the data and the episode sizes, before any directory is made
+            from engine.tasks import make_task_family
+
+            try:
+                make_task_family(config.task.name, **config.task.ranges).check_episode(config.train.shots, config.train.query)
+            except ValueError as error:
+                fail(str(error))
         if out is not None and str(out).strip() in ("", "."):
             fail("--out must name a run directory (it was empty)")
         run_dir = out or Path("runs") / f"{task}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -501,7 +508,7 @@ def download(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     if dataset != "omniglot":
-        fail(f"maml-tui download knows omniglot (the digits come with scikit-learn), got {printable(dataset)!r}")
+        fail(f"the one dataset to download is omniglot (the digits come with scikit-learn), got {printable(dataset)!r}")
     check_path(data_dir, "--data-dir", creating=True)
     from engine import omniglot
     from engine.errors import ConfigError

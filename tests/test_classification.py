@@ -88,8 +88,10 @@ def test_bad_episode_settings_are_one_sentence():
         Digits(ways=1)
     with pytest.raises(ConfigError, match="no setting 'amplitude'"):
         Digits(amplitude=[1, 2])
-    with pytest.raises(ConfigError, match="more than the 17. that the smallest class"):
+    with pytest.raises(ConfigError, match="more than the 17. that the smallest class of the digits family's train split"):
         Digits(ways=5).sample(2, 100, 100, torch.Generator())
+    with pytest.raises(ConfigError, match="more than the 1.. that the smallest class of the digits family's"):
+        Digits(ways=5).check_episode(100, 100)
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -355,3 +357,15 @@ def test_train_and_eval_on_omniglot_through_the_cli(little_omniglot, tmp_path):
     assert refused.exit_code == 1 and "is regression" in refused.output
     refused = CliRunner().invoke(app, ["train", "--task", "sinusoid", "--model", "conv4"])
     assert refused.exit_code == 1 and "takes images" in refused.output
+
+
+def test_a_classification_run_that_cannot_start_leaves_no_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from maml_tui.cli import app
+
+    for args, words in ((["--ways", "9"], "--ways must be at most 8"), (["--shots", "100", "--query", "100"], "more than the"),
+                        (["--model", "conv4", "--hidden", ""], "needs at least one block")):
+        result = CliRunner().invoke(app, ["train", "--task", "digits", *args, "--steps", "1", "--out", str(tmp_path / "run")])
+        assert result.exit_code == 1 and words in result.output, result.output
+        assert not (tmp_path / "run").exists()

@@ -54,7 +54,7 @@ def test_eval_table_and_resume(tmp_path):
         (["train", "--steps", "-5"], "--steps must not be negative"),
         (["train", "--meta-batch", "0"], "--meta-batch must be positive"),
         (["train", "--task", "spiral"], "unknown task family 'spiral'"),
-        (["train", "--algo", "protonet"], "unknown algorithm 'protonet'"),
+        (["train", "--algo", "nonesuch"], "unknown algorithm 'nonesuch'"),
         (["train", "--inner-lr", "0"], "--inner-lr must be positive"),
         (["train", "--hidden", "40,abc"], "--hidden must be comma-separated"),
         (["train", "--device", "tpu"], "unknown device"),

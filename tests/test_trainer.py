@@ -179,7 +179,7 @@ def test_config_validation_names_the_flag():
     with pytest.raises(ValueError, match="--inner-lr must be positive"):
         small_config().replace(algo={"inner_lr": -1.0}).validate()
     with pytest.raises(ValueError, match="unknown algorithm"):
-        small_config().replace(algo={"name": "protonet"}).validate()
+        small_config().replace(algo={"name": "nonesuch"}).validate()
     assert RunConfig.from_dict(small_config().to_dict()) == small_config()
 
 
