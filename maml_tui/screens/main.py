@@ -442,7 +442,7 @@ class MainScreen(Screen):
         chart = self.query_one(AccuracyChart)
         chart.show(episode["accuracy_curve"], taken, episode["ways"])
         chance = 1 / max(episode["ways"], 1)
-        room = chart.outer_size.width - 4  # a border title has the width less its corners and a space either side
+        room = chart.outer_size.width - 6  # what a border title shows untruncated: less corners, spaces and padding
         title = next((t for t in ("query accuracy / inner step", "accuracy / inner step", "accuracy / step") if len(t) <= room), "acc")
         subtitle = next((t for t in (f"now {percent(accuracy[-1])} · chance {percent(chance)}", f"{percent(accuracy[-1])}, "
                                      f"chance {percent(chance)}") if len(t) <= room), percent(accuracy[-1]))

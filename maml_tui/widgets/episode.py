@@ -175,13 +175,14 @@ def episode_text(episode: dict, width: int, height: int, look: Look, ascii_mode:
     count = layout.query_rows * layout.query_per_row
     queries = list(enumerate(episode["query"]))[:count]
     if ascii_mode:
-        header = "query: p(label), theta | then theta' #" if layout.pair == 2 else "query: p(label) after, theta' #"
+        header = "query: p(label) theta | theta' #" if layout.pair == 2 else "query: p(label) theta' #"
     else:
         header = "query: p(label), θ then θ′" if layout.pair == 2 else "query: p(label) after, θ′"
     more = [f"{len(episode['query']) - len(queries)} more queries"] if len(queries) < len(episode["query"]) else []
     if hidden > 0:
         more.append(f"{hidden} more support")
-    header += (" · " + ", ".join(more)) if more else ""
+    more_text = (" · " + ", ".join(more)) if more else ""
+    header += more_text if len(header) + len(more_text) <= width else ""  # whole, or not at all
     lines.append(_text(header, width, muted))
     for start in range(0, len(queries), layout.query_per_row):
         row = queries[start:start + layout.query_per_row]
