@@ -9,6 +9,11 @@ algorithm to compare, and the pretrained baseline). Everything it hands out is a
 :class:`ExplorerSnapshot` or :class:`OuterRecord` of plain Python floats, never live tensors, so
 it can cross a process boundary or reach a UI as it is. A diverging outer loop restores the last
 finite state and raises :class:`~engine.trainer.DivergedError`.
+
+On a classification family the task is an N-way K-shot episode: the snapshot's curve fields are
+empty and its ``classification`` entry holds the episode instead (support and a few query images
+as rows of grey values, the query images' class probabilities after each inner step taken, and the
+accuracy on the whole query set per inner step); the loss is the cross-entropy.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 
 from engine import registry
 from engine.checkpoint import RunDirectory, RunLock
-from engine.config import RunConfig
+from engine.config import AlgoConfig, RunConfig
 from engine.errors import ConfigError
 from engine.tasks import TaskBatch
 from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
@@ -34,6 +39,11 @@ CURVE_STEPS = 10  # the loss-per-inner-step curve always reaches at least this m
 GRID_POINTS = 121  # x positions of the plotted curves
 SETTINGS = ("task", "algorithm", "hidden", "shots", "inner_lr", "inner_steps", "meta_batch_size", "seed")
 FRESH_SETTINGS = ("algorithm", "hidden")  # changing these starts a new model
+# what a switch of task family between regression and classification starts from (digits: 5-way
+# 1-shot episodes, adapted at a rate that moves 8x8 images' logits in one step)
+FAMILY_DEFAULTS = {"regression": {"shots": 10}, "classification": {"shots": 1, "inner_lr": 0.4}}
+SHOWN_QUERIES_PER_CLASS = 2  # query images of each class whose probabilities a classification snapshot carries
+SHOWN_PIXELS = 14  # images are sent pooled to at most this many pixels a side (Omniglot's 28 become 14)
 RECORDS_KEPT = 4_000  # outer-step records a session holds at most (charts draw a few hundred points)
 
 
@@ -148,6 +158,9 @@ class ExplorerSnapshot:
     unsaved_steps: int = 0  # outer steps trained since the model was saved or opened
     batch_tasks: tuple[BatchTask, ...] = field(default_factory=tuple)  # a few tasks of the meta-batch, when asked for
     batch_source: str = ""  # "last" (the meta-batch of the last outer step) or "next" (one like it, before any)
+    # classification families only (their grid, truth, points and predictions are empty): the
+    # episode's images and what the model makes of them, see ExplorerSession.classification_view
+    classification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins only (what crosses the process boundary)."""
@@ -172,13 +185,6 @@ def settings_of(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def check_drawable(task: str, where: str = "") -> None:
-    """The explorer draws regression families; a classification family is refused in one sentence."""
-    if registry.is_classification(task):
-        raise ConfigError(f"{where or 'the task family ' + task} is few-shot classification, which the explorer does "
-                          "not draw yet; train and evaluate it with maml-tui train and maml-tui eval")
-
-
 def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
     """``config`` with explorer settings changed; raises ValueError with one sentence if invalid."""
     unknown = set(changes) - set(SETTINGS)
@@ -187,13 +193,24 @@ def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
     task, algo, model, train = {}, {}, {}, {}
     if "task" in changes:
         registry.lookup("task family", registry.TASKS, changes["task"])
-        check_drawable(changes["task"])
         if changes["task"] != config.task.name:
             task = {"name": changes["task"], "ranges": {}}
     if "algorithm" in changes:
         registry.lookup("algorithm", registry.ALGORITHMS, changes["algorithm"])
         if changes["algorithm"] != config.algo.name:  # a new algorithm starts from its own defaults
             algo.update(name=changes["algorithm"], inner_lr=None, inner_steps=None, options={})
+    name = changes.get("task", config.task.name)
+    classifies = registry.is_classification(name)
+    if classifies != registry.is_classification(config.task.name):
+        # regression and classification want different shots and inner rates: a switch between them
+        # takes the new kind's own (unless this change sets them), so the first inner step shows something
+        train["shots"] = FAMILY_DEFAULTS["classification" if classifies else "regression"]["shots"]
+        algo.setdefault("inner_lr", None)
+        if not classifies and "algorithm" not in changes and registry.ALGORITHMS[config.algo.name].kind == "classification":
+            # protonet has no regression to do: back on curves, the explorer's own algorithm takes over
+            algo.update(name=AlgoConfig().name, inner_lr=None, inner_steps=None, options={})
+    if classifies and "inner_lr" in algo and algo["inner_lr"] is None:
+        algo["inner_lr"] = default_rates(name, algo.get("name", config.algo.name))["inner_lr"]
     if "hidden" in changes:
         text = str(changes["hidden"]).strip()
         model["hidden"] = tuple(int(p) for p in text.split(",")) if text else ()
@@ -209,13 +226,24 @@ def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
     return config.replace(**sections).validate().resolved() if sections else config
 
 
+def default_rates(task: str, algorithm: str) -> dict[str, Any]:
+    """The inner rate and step count the explorer starts ``algorithm`` with on task family ``task``:
+    the algorithm's own, except the inner rate on classification families (every algorithm's default
+    is tuned for sinusoids: MAML's 0.001 does nothing visible on digits, where 0.4 works)."""
+    defaults = registry.algorithm_class(algorithm).defaults
+    rates = {"inner_lr": defaults["inner_lr"], "inner_steps": defaults["inner_steps"]}
+    if registry.is_classification(task):
+        rates["inner_lr"] = FAMILY_DEFAULTS["classification"]["inner_lr"]
+    return rates
+
+
 def companion_config(config: RunConfig, algorithm: str) -> RunConfig:
     """The config of a learner trained beside ``config``'s on the same tasks: same model, data and
     seed; the inner rate and steps are shared when the two algorithms default to the same ones,
     otherwise the companion keeps its own (CAVIA's rate is 1.0, MAML's 0.001)."""
     if algorithm == config.algo.name:
         return config
-    own, other = registry.algorithm_class(config.algo.name).defaults, registry.algorithm_class(algorithm).defaults
+    own, other = default_rates(config.task.name, config.algo.name), default_rates(config.task.name, algorithm)
     algo = {"name": algorithm, "options": {}}
     for key in ("inner_lr", "inner_steps"):
         algo[key] = getattr(config.algo, key) if own[key] == other[key] else other[key]
@@ -250,7 +278,6 @@ class ExplorerSession:
             return cls(MetaLearner(config or RunConfig(), device), "new model")
         path = Path(path)
         learner = MetaLearner.from_run(path, device)
-        check_drawable(learner.config.task.name, f"{path} (task family {learner.config.task.name})")
         notes: list[str] = []
         session = cls(learner, str(path), _read_records(path, notes))
         session.notes = notes
@@ -272,6 +299,11 @@ class ExplorerSession:
     def settings(self) -> dict[str, Any]:
         return settings_of(self.config)
 
+    @property
+    def classifies(self) -> bool:
+        """Whether the task family is few-shot classification (episodes of images, not curves)."""
+        return registry.is_classification(self.config.task.name)
+
     def _reseed_tasks(self) -> None:
         # the explorer's tasks come from their own stream, so drawing one never shifts training's
         self.task_generator.manual_seed(10_007 + self.config.train.seed)
@@ -279,10 +311,15 @@ class ExplorerSession:
     # -- the inner loop -------------------------------------------------------------------------
     def new_task(self) -> None:
         """Draw a new task (support and query points) and reset the adaptation."""
-        train = self.config.train
-        self.task = self.learner.family.sample(1, train.shots, max(train.query, 10), self.task_generator)
-        low, high = self.learner.family.x_range
-        self.grid = torch.linspace(low, high, GRID_POINTS, device=self.learner.device).view(1, -1, 1)  # (1, grid, 1)
+        train, family = self.config.train, self.learner.family
+        if self.classifies:  # query images per class: ten where the smallest class has them
+            query = max(train.query, min(10, family.smallest_class() - train.shots))
+            self.task = family.sample(1, train.shots, query, self.task_generator)
+            self.grid = None  # nothing to plot along x
+        else:
+            self.task = family.sample(1, train.shots, max(train.query, 10), self.task_generator)
+            low, high = family.x_range
+            self.grid = torch.linspace(low, high, GRID_POINTS, device=self.learner.device).view(1, -1, 1)  # (1, grid, 1)
         self.task_number += 1
         self.inner_steps_taken = 0
 
@@ -347,6 +384,9 @@ class ExplorerSession:
     def needs_fresh_model(self, changes: dict[str, Any]) -> bool:
         """True when applying ``changes`` throws the training away (a new model or algorithm)."""
         current = self.settings
+        if "task" in changes and changes["task"] != current["task"] and (
+                registry.is_classification(changes["task"]) or registry.is_classification(current["task"])):
+            return True  # another kind of input or output: the network's shapes change
         return any(key in changes and str(changes[key]) != str(current[key]) for key in self.fresh_settings)
 
     def set_settings(self, changes: dict[str, Any]) -> None:
@@ -469,7 +509,6 @@ class ExplorerSession:
     def load(self, path: str | Path, role: str = "main") -> None:
         """Open a run directory (or checkpoint file) as the main learner or as a companion."""
         learner = MetaLearner.from_run(path, self.learner.device)
-        check_drawable(learner.config.task.name, f"{path} (task family {learner.config.task.name})")
         self._restore_point = None
         if role == "main":
             self.learner = learner
@@ -488,6 +527,8 @@ class ExplorerSession:
     def batch_view(self, count: int) -> tuple[str, tuple[BatchTask, ...]]:
         """Up to ``count`` tasks of the last outer step's meta-batch (before any, of a meta-batch
         drawn like the next one), each fitted by theta and after the training's inner steps."""
+        if self.classifies:
+            return "", ()  # the small multiples draw curves; an episode has none
         source, batch = "last", self.last_batch
         if batch is None or batch.x_support.shape[1] != self.config.train.shots:
             train = self.config.train
@@ -521,6 +562,8 @@ class ExplorerSession:
         shown = dataclasses.replace(history, params=history.params[:taken + 1], support_loss=history.support_loss[:taken + 1],
                                     query_loss=history.query_loss[:taken + 1], grad_norm=history.grad_norm[:taken + 1])
         view = tuple(section.to_dict() for section in self.learner.algorithm.inspect(self.learner.params, shown, self.learner))
+        if self.classifies:
+            return self._classification_snapshot(history, view)
         with torch.no_grad():
             predictions = tuple(_floats(model.forward(history.params[s], self.grid)) for s in range(taken + 1))
             truth = _floats(self.learner.family.truth(self.grid, self.task.params))
@@ -556,6 +599,73 @@ class ExplorerSession:
             **dict(zip(("batch_source", "batch_tasks"), self.batch_view(self.batch_count))) if self.batch_count else {},
         )
 
+    def _classification_snapshot(self, history, view: tuple[dict, ...]) -> ExplorerSnapshot:
+        """The snapshot of a classification episode: no curves, its images and probabilities instead."""
+        taken = self.inner_steps_taken
+        steps = len(history.query_loss) - 1
+        companions = []
+        for role, companion in self.companions.items():
+            other = self._adapt(companion, steps)
+            companions.append(CompanionSnapshot(role, companion.config.algo.name, companion.step, (),
+                                                tuple(float(v.mean()) for v in other.query_loss)))
+        return ExplorerSnapshot(
+            step=self.learner.step, settings=self.settings, source=self.source, task_number=self.task_number,
+            task_params={}, grid_x=(), truth=(), support_x=(), support_y=(), query_x=(), query_y=(),
+            inner_steps_taken=taken, predictions=tuple(() for _ in range(taken + 1)),
+            support_loss=tuple(float(v.mean()) for v in history.support_loss[:taken + 1]),
+            query_loss=tuple(float(v.mean()) for v in history.query_loss[:taken + 1]),
+            curve=tuple(float(v.mean()) for v in history.query_loss),
+            inner_lr=self.config.algo.inner_lr, companions=tuple(companions), algorithm_view=view,
+            fresh_settings=self.fresh_settings, unsaved_steps=self.unsaved_steps,
+            classification=self.classification_view(history),
+        )
+
+    def classification_view(self, history) -> dict[str, Any]:
+        """The episode as plain data: every support image with its episode label and class name, a
+        few query images (up to SHOWN_QUERIES_PER_CLASS of each class, first one of every class, then
+        a second), their class probabilities after each of the inner steps taken (index s: after s
+        steps, 0 = theta), and the accuracy on the whole query set after 0..S steps.
+
+        Images are lists of rows of grey values in [0, 1] (channels averaged, pooled to at most
+        SHOWN_PIXELS a side). The probabilities come from the whole query set's forward pass, so a
+        network whose batch norm uses the batch's statistics gives the same numbers as the accuracy.
+        """
+        family, task, model = self.learner.family, self.task, self.learner.model
+        taken = self.inner_steps_taken
+        ways = family.ways
+        classes = [int(c) for c in task.params["classes"][0].tolist()]
+        query_labels = [int(v) for v in task.y_query[0].tolist()]
+        members = [[i for i, label in enumerate(query_labels) if label == c][:SHOWN_QUERIES_PER_CLASS] for c in range(ways)]
+        shown = [m[r] for r in range(SHOWN_QUERIES_PER_CLASS) for m in members if r < len(m)]
+        with torch.no_grad():
+            probabilities = []
+            for s in range(taken + 1):
+                logits = model.forward(history.params[s], task.x_query)[0]  # (query, ways)
+                probabilities.append([[float(p) for p in row] for row in torch.softmax(logits[shown], dim=-1).tolist()])
+            accuracy = [float(m["accuracy"].mean()) for m in history.query_metrics]
+        return {
+            "ways": ways,
+            "shots": self.config.train.shots,
+            "classes": classes,
+            "class_names": [family.class_name(c) for c in classes],  # by episode label
+            "support": [{"label": int(label), "pixels": _pixels(image)}
+                        for image, label in zip(task.x_support[0], task.y_support[0].tolist())],
+            "query": [{"label": query_labels[i], "index": i, "pixels": _pixels(task.x_query[0, i])} for i in shown],
+            "query_count": len(query_labels),
+            "probabilities": probabilities,  # [step][shown query][label]
+            "accuracy": accuracy[:taken + 1],  # on the whole query set, after 0..inner_steps_taken steps
+            "accuracy_curve": accuracy,  # after 0..max(CURVE_STEPS, taken) steps
+        }
+
+
+def _pixels(image: torch.Tensor) -> list[list[float]]:
+    """An image (C, H, W) as rows of grey values in [0, 1], pooled to at most SHOWN_PIXELS a side."""
+    grey = image.detach().float().mean(dim=0, keepdim=True).cpu()
+    factor = max(1, math.ceil(max(grey.shape[-2:]) / SHOWN_PIXELS))
+    if factor > 1:
+        grey = torch.nn.functional.avg_pool2d(grey, factor, ceil_mode=True)
+    return [[round(min(max(v, 0.0), 1.0), 3) for v in row] for row in grey[0].tolist()]
+
 
 # -- helpers --------------------------------------------------------------------------------------
 PREVIEW_FORMAT = "maml-tui-preview"
@@ -581,14 +691,18 @@ def read_autosave_marker(path: Path) -> tuple[str, int | None] | None:
 
 
 def catalog() -> dict[str, Any]:
-    """What exists, for the explorer's pickers: the registry's task families and algorithms."""
+    """What exists, for the explorer's pickers: the registry's task families and algorithms, each
+    with its kind (a task family's "regression" or "classification"; an algorithm's "classification"
+    when it runs on nothing else, "" otherwise)."""
     from engine.algorithms import ALGORITHMS
 
     return {
-        "tasks": [{"name": e.name, "summary": e.summary} for e in registry.TASKS.values() if e.kind != "classification"],
+        "tasks": [{"name": e.name, "summary": e.summary, "kind": e.kind} for e in registry.TASKS.values()],
+        # kind "classification": only for classification families (the pickers offer it there only)
         "algorithms": [{"name": name, "summary": registry.ALGORITHMS[name].summary, "paper": cls.paper,
-                        "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"]}
-                       for name, cls in ALGORITHMS.items() if name in registry.regression_algorithms()],
+                        "inner_lr": cls.defaults["inner_lr"], "inner_steps": cls.defaults["inner_steps"],
+                        "kind": registry.ALGORITHMS[name].kind}
+                       for name, cls in ALGORITHMS.items()],
     }
 
 

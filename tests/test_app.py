@@ -782,3 +782,70 @@ async def test_with_room_the_fit_title_gives_the_update_rule_and_the_support_los
         assert "θ′ = θ − 0.001·∇L_support" in title
         before, after = snapshot["support_loss"]
         assert f"L_support {before:.3g} → {after:.3g}" in title and after < before
+
+
+# -- classification: the episode in place of the fit ----------------------------------------------
+async def pick_digits(pilot, main: MainScreen) -> dict:
+    """Pick the digits family in the panel's way; the shipped model is trained, so it asks first."""
+    main.pick_setting("task", "digits")
+    await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog), what="the question about throwing training away")
+    assert "task family to digits starts a new model" in pilot.app.screen.question
+    await pilot.press("y")
+    return await settled(pilot, main, lambda s: s.get("classification") is not None, "a digits episode")
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+async def test_digits_show_the_episode_images_and_probabilities_that_inner_steps_move(size):
+    from maml_tui.widgets import AccuracyChart, EpisodeView, GradientChart
+
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        main = await ready(pilot)
+        first = await pick_digits(pilot, main)
+        view, fit, accuracy = main.query_one(EpisodeView), main.query_one(FitPlot), main.query_one(AccuracyChart)
+        assert view.display and accuracy.display and not fit.display
+        assert main.query_one(LossChart).display and main.query_one(GradientChart).display
+        assert main.query_one(SettingsPanel).choices["algorithm"][-1] == "protonet"  # offered on classification
+        await pilot.press("i")
+        stepped = await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step on the episode")
+        await pilot.pause()
+        assert stepped["classification"]["probabilities"][1] != first["classification"]["probabilities"][0]
+        text = view.plain
+        assert text.count("▀") >= 5 * 8 * 4 and "0 " in text and "is " in text  # five support digits, a query
+        assert any(ch in text for ch in "▁▂▃▄▅▆▇█")  # its bars
+        title = Text.from_markup(str(view.border_title)).plain
+        assert "#" in title and "5-way 1-shot" in title and "acc" in title and "→" in title
+        for widget in (view, accuracy, main.query_one(LossChart), main.query_one(GradientChart)):
+            for markup in (widget.border_title, widget.border_subtitle):
+                assert Text.from_markup(str(markup or "")).cell_len <= widget.outer_size.width - 4, (widget.id, markup)
+        assert "CE" in str(main.query_one(LossChart).border_title) and "%" in accuracy.plain
+        await pilot.press("r")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 0, "a reset")
+        number = main.snapshot["task_number"]
+        await pilot.press("n")
+        drawn = await settled(pilot, main, lambda s: s["task_number"] == number + 1, "a new episode")
+        assert drawn["classification"]["support"] != first["classification"]["support"]
+        await pilot.press("t")  # the small multiples draw curves: said so, nothing opens
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen) and "regression" in main.message
+        main.pick_setting("task", "sinusoid")  # an untrained digits model: nothing to lose, nothing asked
+        back = await settled(pilot, main, lambda s: s.get("classification") is None, "the sinusoid again")
+        await pilot.pause()
+        assert fit.display and not view.display and not accuracy.display
+        assert back["settings"]["shots"] == 10 and "MSE" in str(main.query_one(LossChart).border_title)
+        assert "protonet" not in main.query_one(SettingsPanel).choices["algorithm"]
+
+
+async def test_digits_in_ascii_mode_draw_shades_with_characters():
+    from maml_tui.widgets import EpisodeView
+
+    app = make_app(ascii_mode=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        main = await ready(pilot)
+        await pick_digits(pilot, main)
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step")
+        await pilot.pause()
+        text = main.query_one(EpisodeView).plain
+        assert all(ord(ch) < 128 for ch in text) and "@" in text and "#" in text
+        assert len(main.snapshot["classification"]["query"]) == 10 and text.count("is ") == 10  # all fit at 160x48

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from engine.config import RunConfig
-from engine.explorer import ExplorerSession, apply_settings, companion_config
+from engine.explorer import CURVE_STEPS, ExplorerSession, apply_settings, catalog, companion_config
 from engine.registry import regression_algorithms
 from engine.registry import TASKS as TASK_NAMES
 from engine.explorer_server import serve
@@ -128,7 +129,11 @@ def test_companions_keep_their_own_inner_rate_when_their_defaults_differ():
     assert companion_config(config, "mamlpp").algo.inner_steps == 5
 
 
-def test_every_algorithm_and_task_family_can_be_explored():
+def test_every_algorithm_and_task_family_can_be_explored(tmp_path, monkeypatch):
+    from engine import omniglot
+
+    omniglot.make_synthetic(tmp_path / "omniglot", alphabets=4, characters_per_alphabet=4, drawings=12)
+    monkeypatch.setenv("MAML_TUI_DATA_DIR", str(tmp_path))  # where the omniglot family looks by default
     session = ExplorerSession.open(config=small_config(), device="cpu")
     views = {}
     for algorithm in ALGORITHM_NAMES:
@@ -290,3 +295,102 @@ def test_watching_the_meta_batch_does_not_change_training():
     assert plain.snapshot().batch_tasks == ()
     for name, value in watched.learner.params.items():
         assert torch.equal(value, plain.learner.params[name]), name
+
+
+# -- classification episodes ----------------------------------------------------------------------
+def digits_session(**algo) -> ExplorerSession:
+    session = ExplorerSession.open(config=small_config(**algo), device="cpu")
+    session.set_settings({"task": "digits"})
+    return session
+
+
+def test_switching_to_digits_starts_a_model_that_an_inner_step_visibly_moves():
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.outer_steps(2)
+    assert session.needs_fresh_model({"task": "digits"})  # 64 inputs and 5 logits: another network
+    session.set_settings({"task": "digits"})
+    config = session.config
+    assert (config.train.shots, config.algo.inner_lr, config.model.hidden) == (1, 0.4, (16, 16))
+    assert session.learner.step == 0 and session.learner.family.ways == 5
+    session.set_settings({"algorithm": "fomaml"})  # a new algorithm on digits keeps digits' rate, not its own 0.001
+    assert session.config.algo.inner_lr == 0.4
+    session.set_settings({"algorithm": "protonet"})  # classification-only: fine here
+    assert session.snapshot().classification is not None
+    session.set_settings({"task": "sinusoid"})  # back on curves: the regression defaults, and an algorithm that regresses
+    assert (session.config.train.shots, session.config.algo.name, session.config.algo.inner_lr) == (10, "maml", 0.001)
+    assert session.snapshot().classification is None and len(session.snapshot().grid_x) > 0
+    explicit = apply_settings(session.config, {"task": "digits", "shots": 5, "inner_lr": 0.1})
+    assert (explicit.train.shots, explicit.algo.inner_lr) == (5, 0.1)  # what a change names wins
+
+
+def test_a_classification_snapshot_holds_the_episode_images_probabilities_and_accuracy():
+    session = digits_session()
+    family, task = session.learner.family, session.task
+    ways, shots = family.ways, session.config.train.shots
+    first = session.snapshot()
+    view = first.classification
+    assert view["ways"] == ways and view["shots"] == shots
+    assert len(view["support"]) == ways * shots
+    for item, image, label in zip(view["support"], task.x_support[0], task.y_support[0].tolist()):
+        assert item["label"] == label and len(item["pixels"]) == 8 and all(len(row) == 8 for row in item["pixels"])
+        assert torch.allclose(torch.tensor(item["pixels"]), image[0], atol=1e-3)  # the image itself, rounded
+    assert view["classes"] == task.params["classes"][0].tolist()
+    assert view["class_names"] == [family.class_name(c) for c in view["classes"]]
+    labels = [q["label"] for q in view["query"]]
+    assert len(labels) == 2 * ways and all(labels.count(c) == 2 for c in range(ways))
+    assert labels[:ways] == list(range(ways))  # one of every class first
+    for q in view["query"]:
+        assert torch.allclose(torch.tensor(q["pixels"]), task.x_query[0, q["index"], 0], atol=1e-3)
+        assert task.y_query[0, q["index"]] == q["label"]
+    assert first.grid_x == first.truth == first.support_x == () and first.task_params == {}
+
+    session.inner_step()
+    session.inner_step()
+    snapshot = session.snapshot()
+    view = snapshot.classification
+    assert len(view["probabilities"]) == 3 and len(view["accuracy"]) == 3 == len(snapshot.query_loss)
+    for step in view["probabilities"]:
+        assert len(step) == 2 * ways
+        assert all(len(p) == ways and math.isclose(sum(p), 1.0, abs_tol=1e-5) and min(p) >= 0 for p in step)
+    assert view["probabilities"][0] == first.classification["probabilities"][0]  # theta's, whatever was taken
+    assert view["probabilities"][2] != view["probabilities"][0]  # the inner steps moved them
+    # the engine's own evaluation of the same adaptation: its accuracy metric, and argmax by hand
+    learner = session.learner
+    history = learner.algorithm.adapt(learner.parameters(), task.x_support, task.y_support, CURVE_STEPS, task.x_query, task.y_query)
+    assert view["accuracy_curve"] == [float(m["accuracy"].mean()) for m in history.query_metrics]
+    assert view["accuracy"] == view["accuracy_curve"][:3] and len(view["accuracy_curve"]) == CURVE_STEPS + 1
+    for s in range(3):
+        logits = learner.model.forward(history.params[s], task.x_query)[0]
+        assert math.isclose(view["accuracy"][s], float((logits.argmax(-1) == task.y_query[0]).float().mean()), abs_tol=1e-6)
+        shown = torch.softmax(logits[[q["index"] for q in view["query"]]], -1)
+        assert torch.allclose(torch.tensor(view["probabilities"][s]), shown, atol=1e-6)
+    assert all(math.isfinite(v) for v in snapshot.curve)  # the cross-entropy per inner step
+    json.dumps(snapshot.to_dict(), allow_nan=False)  # plain data, across the process boundary
+
+    session.reset_adaptation()
+    assert session.snapshot().classification["probabilities"] == first.classification["probabilities"]
+    session.new_task()
+    assert session.snapshot().classification["support"] != view["support"]
+
+
+def test_the_catalog_lists_classification_and_says_what_is_what():
+    entries = catalog()
+    kinds = {t["name"]: t["kind"] for t in entries["tasks"]}
+    assert list(kinds) == list(TASK_NAMES) and kinds["digits"] == kinds["omniglot"] == "classification"
+    assert kinds["sinusoid"] == "regression"
+    algorithms = {a["name"]: a["kind"] for a in entries["algorithms"]}
+    assert algorithms["protonet"] == "classification" and algorithms["maml"] == ""
+
+
+def test_omniglot_images_are_sent_pooled_to_14_pixels(tmp_path, monkeypatch):
+    from engine import omniglot
+
+    omniglot.make_synthetic(tmp_path / "omniglot", alphabets=4, characters_per_alphabet=4, drawings=12)
+    monkeypatch.setenv("MAML_TUI_DATA_DIR", str(tmp_path))
+    session = ExplorerSession.open(config=small_config(), device="cpu")
+    session.set_settings({"task": "omniglot"})
+    view = session.snapshot().classification
+    image = view["support"][0]["pixels"]
+    assert len(image) == 14 and len(image[0]) == 14
+    pooled = torch.nn.functional.avg_pool2d(session.task.x_support[0, 0], 2)[0]
+    assert torch.allclose(torch.tensor(image), pooled, atol=1e-3)

@@ -26,6 +26,7 @@ from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
 from maml_tui.screens.help import HelpScreen
 from maml_tui.screens.messages import MessagesScreen
 from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
+from maml_tui.widgets.episode import AccuracyChart, EpisodeView
 from maml_tui.widgets.keys import KeysBar
 from maml_tui.widgets.plots import legend_markup
 from maml_tui.widgets.plots import set_border as _border
@@ -152,8 +153,10 @@ class MainScreen(Screen):
                 yield SettingsPanel(id="settings")
                 yield AlgorithmPanel(ascii_mode=self.ascii_mode, id="algorithm-panel")
                 yield InnerCurveChart(ascii_mode=self.ascii_mode, present=self.present, id="curve-chart")
+                yield AccuracyChart(ascii_mode=self.ascii_mode, present=self.present, id="accuracy-chart")  # classification only
             with Vertical(id="plots"):
                 yield FitPlot(ascii_mode=self.ascii_mode, present=self.present, id="fit")
+                yield EpisodeView(ascii_mode=self.ascii_mode, present=self.present, id="episode")  # classification only
                 with Horizontal(id="charts"):
                     yield LossChart(ascii_mode=self.ascii_mode, present=self.present, id="loss-chart")
                     yield GradientChart(ascii_mode=self.ascii_mode, present=self.present, id="grad-chart")
@@ -199,8 +202,9 @@ class MainScreen(Screen):
         """Chart titles with each series' glyph in its colour (they change with the theme)."""
         look = self.query_one(LossChart).look
         tight = lambda kind, label: f"[{look.hex(kind)}]{look.glyph(kind)}{label}[/]"  # noqa: E731
-        self.query_one("#curve-chart").border_title = "query MSE / inner step"
-        self.query_one("#loss-chart").border_title = f"MSE {tight('before', 'before')} {tight('after', 'after')}"
+        loss = "CE" if self.classifying else "MSE"  # the family's loss: cross-entropy for classification
+        self.query_one("#curve-chart").border_title = f"query {loss} / inner step"
+        self.query_one("#loss-chart").border_title = f"{loss} {tight('before', 'before')} {tight('after', 'after')}"
         self.query_one("#grad-chart").border_title = f"‖g‖ {tight('meta', 'meta')} {tight('inner', 'inner')}"
 
     def theme_changed(self) -> None:
@@ -254,10 +258,10 @@ class MainScreen(Screen):
                 self.app.notify(event["message"], title="engine error", severity="error", timeout=8, markup=False)
                 if event.get("no_model"):  # the run could not be opened; the engine waits for another
                     self.snapshot = None
-                    self.query_one(FitPlot).placeholder("no model open: l opens a run, m starts a new one, N shows why")
+                    self.placeholder("no model open: l opens a run, m starts a new one, N shows why")
                 if event.get("fatal"):
                     self.ready, self.engine_down = False, event["message"]
-                    self.query_one(FitPlot).placeholder("the engine could not start (see the status line)")
+                    self.placeholder("the engine could not start (see the status line)")
                     self.query_one(StatusBar).update_status(state="stopped")
             elif kind == "diverged":
                 self.running = False
@@ -319,7 +323,7 @@ class MainScreen(Screen):
         text = f"the engine process stopped unexpectedly (exit code {exit_code}); press R to restart it"
         self.set_message(text, "error")
         self.query_one(StatusBar).update_status(state="stopped")
-        self.query_one(FitPlot).placeholder("engine stopped: press R to restart")
+        self.placeholder("engine stopped: press R to restart")
         self.app.notify(text, title="engine crashed", severity="error", timeout=10, markup=False)
 
     def add_records(self, records: list[dict], reset: bool) -> None:
@@ -381,8 +385,70 @@ class MainScreen(Screen):
             self.charts_drawn_at = time.monotonic()
             self.draw_charts()
 
+    def placeholder(self, text: str) -> None:
+        """A word in place of the picture (starting, no model, stopped), on the fit plot."""
+        self.show_kind(False)
+        self.query_one(FitPlot).placeholder(text)
+
+    @property
+    def classifying(self) -> bool:
+        """Whether the picture is a classification episode (images and bars) rather than a fit."""
+        return self.has_class("classifying")
+
+    def task_kind(self, task: str) -> str:
+        """A task family's kind as the engine's catalog says ("regression" when it does not say)."""
+        kinds = {t["name"]: t.get("kind") or "regression" for t in self.catalog.get("tasks", ())}
+        return kinds.get(task, "regression")
+
+    def show_kind(self, classifying: bool) -> None:
+        """Switch the central picture (fit or episode), the loss's name and the pickers' algorithms."""
+        if classifying == self.classifying:
+            return
+        self.set_class(classifying, "classifying")
+        self.titles()
+        self.query_one(SettingsPanel).set_kind("classification" if classifying else "regression")
+        self.shown_settings = None
+        self.charts_dirty = True
+
     def draw_fit(self, snapshot: dict) -> None:
         self.fit_drawn_at = time.monotonic()
+        episode = snapshot.get("classification")
+        self.show_kind(episode is not None)
+        if episode is not None:
+            self.draw_episode(snapshot, episode)
+        else:
+            self.draw_curves(snapshot)
+        self.draw_side(snapshot)
+
+    def draw_episode(self, snapshot: dict, episode: dict) -> None:
+        """The classification view: the episode's images and bars, and the accuracy per inner step."""
+        view = self.query_one(EpisodeView)
+        view.show(episode)
+        taken = snapshot["inner_steps_taken"]
+        accuracy, loss = episode["accuracy"], snapshot["query_loss"]
+        width = max(view.outer_size.width - 4, 20)  # a border title's room: the width less corners and spaces
+        percent = lambda v: f"{100 * v:.0f}%" if math.isfinite(v) else "—"  # noqa: E731
+        steps = f"{taken} step{'s' if taken != 1 else ''} · acc {percent(accuracy[0])}" + (f" → {percent(accuracy[-1])}" if taken else "")
+        kind = f"{episode['ways']}-way {episode['shots']}-shot"
+        title = next((t for t in (f"{snapshot['settings']['task']} #{snapshot['task_number']} · {kind} · {steps}",
+                                  f"#{snapshot['task_number']} · {kind} · {steps}") if len(t) <= width),
+                     f"#{snapshot['task_number']} · {steps}")
+        extra = f" · CE {_number(loss[0])}" + (f" → {_number(loss[-1])}" if taken else "") + f" on {episode['query_count']} queries"
+        look = view.look
+        legend = (f"[{look.hex('before')}]{'|' if self.ascii_mode else '▆'} θ[/] "
+                  f"[{look.hex('adapted')}]{'#' if self.ascii_mode else '▆'} θ′ step {taken}[/] "
+                  f"[b {look.hex('truth')}]true label[/]")
+        _border(view, title=title + (extra if len(title) + len(extra) <= width else ""), subtitle=legend)
+        chart = self.query_one(AccuracyChart)
+        chart.show(episode["accuracy_curve"], taken, episode["ways"])
+        chance = 1 / max(episode["ways"], 1)
+        room = chart.outer_size.width - 6  # what a border title shows untruncated: less corners, spaces and padding
+        title = next((t for t in ("query accuracy / inner step", "accuracy / inner step", "accuracy / step") if len(t) <= room), "acc")
+        subtitle = next((t for t in (f"now {percent(accuracy[-1])} · chance {percent(chance)}", f"{percent(accuracy[-1])}, "
+                                     f"chance {percent(chance)}") if len(t) <= room), percent(accuracy[-1]))
+        _border(chart, title=title, subtitle=subtitle)
+
+    def draw_curves(self, snapshot: dict) -> None:
         fit = self.query_one(FitPlot)
         legend = fit.show_fit(snapshot)
         taken = snapshot["inner_steps_taken"]
@@ -399,6 +465,9 @@ class MainScreen(Screen):
         rule = next((r for r in (rule_and_loss, rule) if len(title) + len(r) <= width), "")
         _border(fit, title=title + rule,
                 subtitle=legend_markup(fit.look, legend, width))
+
+    def draw_side(self, snapshot: dict) -> None:
+        """What both kinds share: the inner-step curve, the algorithm's panel and the settings."""
         now = time.monotonic()
         if not (self.running and self.ready) or now - self.curve_drawn_at >= CHART_INTERVAL or snapshot["inner_steps_taken"] != self.curve_taken:
             # while training the curve moves with every outer step: once a second is enough (the
@@ -475,7 +544,7 @@ class MainScreen(Screen):
 
     def action_cycle_compare(self) -> None:
         current = self.compare_algorithm
-        names = [a["name"] for a in self.catalog.get("algorithms", ())]
+        names = list(self.query_one(SettingsPanel).choices["algorithm"])  # those that run on this task family
         choices = [None, *[a for a in names if self.snapshot is None or a != self.snapshot["settings"]["algorithm"]]]
         following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
         if self.send("comparing", "set_companion", role="compare", algorithm=following):
@@ -535,7 +604,7 @@ class MainScreen(Screen):
         self.ready, self.engine_down, self.snapshot = False, "", None
         self.set_message(f"restarting the engine on the model it autosaved at outer step {self.autosaved_step:,}"
                          if restoring else "restarting the engine")
-        self.query_one(FitPlot).placeholder("starting engine…")
+        self.placeholder("starting engine…")
         self.query_one(StatusBar).update_status(state="starting engine…", message="")
 
     def action_algorithm_view(self) -> None:
@@ -549,6 +618,10 @@ class MainScreen(Screen):
             self.send("the meta-batch view", "snapshot")  # says why (starting, down) when it cannot
             if self.snapshot is None and self.ready:
                 self.set_message("no model is open: l opens a run, m starts a new one")
+            return
+        if self.snapshot.get("classification") is not None:
+            self.set_message("the meta-batch view draws regression tasks' curves; a classification episode is the "
+                             "main picture (n draws another)", "warning")
             return
         self.app.push_screen(BatchScreen(self, self.ascii_mode, self.present))
 
@@ -591,7 +664,8 @@ class MainScreen(Screen):
         if current == value:
             return
         changes = {key: value}
-        if key in self.snapshot.get("fresh_settings", FRESH_SETTINGS) and self.snapshot["step"] > 0:
+        other_kind = key == "task" and self.task_kind(value) != self.task_kind(current)  # another network's shape
+        if (key in self.snapshot.get("fresh_settings", FRESH_SETTINGS) or other_kind) and self.snapshot["step"] > 0:
             def answered(yes: bool | None) -> None:
                 if yes:
                     self.send("a new setting", "set_settings", changes=changes)
@@ -599,7 +673,8 @@ class MainScreen(Screen):
                     self.shown_settings = None
                     self.query_one(SettingsPanel).show(self.snapshot["settings"], self.compare_algorithm)
 
-            what = {"algorithm": "algorithm", "hidden": "model"}.get(key, f"{key.replace('_', ' ')} of {self.snapshot['settings']['algorithm']}")
+            what = {"algorithm": "algorithm", "hidden": "model", "task": "task family"}.get(
+                key, f"{key.replace('_', ' ')} of {self.snapshot['settings']['algorithm']}")
             self.app.push_screen(ConfirmDialog(f"Changing the {what} to {value} starts a new model and throws away "
                                                f"{self.snapshot['step']:,} outer steps of training. Go ahead?"), answered)
             return

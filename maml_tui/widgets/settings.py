@@ -35,9 +35,11 @@ def as_text(value) -> str:
     return str(value)
 
 
-def choices_from(catalog: dict) -> dict[str, tuple[str, ...]]:
-    """The panel's choices once the engine has said which task families and algorithms exist."""
-    algorithms = tuple(a["name"] for a in catalog.get("algorithms", ()))
+def choices_from(catalog: dict, kind: str = "regression") -> dict[str, tuple[str, ...]]:
+    """The panel's choices once the engine has said which task families and algorithms exist; on a
+    regression family (``kind``) without the algorithms that only classify (protonet)."""
+    algorithms = tuple(a["name"] for a in catalog.get("algorithms", ())
+                       if kind == "classification" or a.get("kind") != "classification")
     return {**CHOICES, "task": tuple(t["name"] for t in catalog.get("tasks", ())), "algorithm": algorithms,
             "compare": ("off", *algorithms)}
 
@@ -48,6 +50,8 @@ class SettingsPanel(Vertical):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.choices = dict(CHOICES)
+        self.catalog: dict = {}
+        self.kind = "regression"  # of the task family shown: which algorithms are offered
 
     def compose(self) -> ComposeResult:
         # every select starts blank ("…"): no made-up value is shown, and none is reported as a
@@ -64,9 +68,16 @@ class SettingsPanel(Vertical):
         for key in CHOICES:
             self.query_one(f"#setting-{key}", Select).query_one(SelectOverlay).border_title = LABELS[key]
 
+    def set_kind(self, kind: str) -> None:
+        """Offer the algorithms that run on a task family of ``kind`` ("regression" or "classification")."""
+        if kind != self.kind:
+            self.kind = kind
+            self.set_catalog(self.catalog)
+
     def set_catalog(self, catalog: dict) -> None:
         """Offer the task families and algorithms the engine has."""
-        self.choices = choices_from(catalog)
+        self.catalog = catalog
+        self.choices = choices_from(catalog, self.kind)
         for key in CATALOG_KEYS:
             select = self.query_one(f"#setting-{key}", Select)
             with select.prevent(Select.Changed):
