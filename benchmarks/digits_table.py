@@ -8,13 +8,13 @@ meta-validation classes (``best.pt``). Every gradient-based algorithm trains wit
 rate and one inner step (Reptile five: with one it is plain joint training); the baselines fine-tune
 with the same rule at test time. Per algorithm the table
 gives the mean over seeds of the per-seed accuracy, with the spread of the three seeds (min–max)
-and each seed's own 95% CI half-width (the largest). Numbers go to ``benchmarks/digits_table.json``.
+and each seed's own 95% CI half-width (the largest); ``--table`` prints it from the JSON. Numbers go to ``benchmarks/digits_table.json``.
 
-    python benchmarks/digits_table.py                      # the README table (about 40 minutes on one core)
+    python benchmarks/digits_table.py                      # the README table (about 30 minutes on one idle core)
     python benchmarks/digits_table.py --steps 300 --seeds 1 --algorithms maml,protonet   # a quick look
 
 Each run is also the command ``maml-tui train --task digits --ways 5 --shots K --query 5 --algo A
---inner-lr 0.4 --inner-steps 1 --meta-batch 16 --steps 2000 --log-every 166 --seed S`` followed by
+--inner-lr 0.4 --inner-steps 1 --meta-batch 16 --steps 1000 --log-every 83 --seed S`` followed by
 ``maml-tui eval RUN/best.pt --steps 5``.
 """
 
@@ -62,18 +62,53 @@ def one_run(algorithm: str, shots: int, seed: int, steps: int, model: str, hidde
             "loss": result.mean, "diverged": result.diverged}
 
 
+def markdown(document: dict) -> str:
+    """The README table: per algorithm and shots, accuracy after 1 and after 5 inner steps."""
+    rows = document["runs"]
+    shots_seen = sorted({r["shots"] for r in rows})
+    lines = ["| algorithm | " + " | ".join(f"{k}-shot, step 1 | {k}-shot, step 5" for k in shots_seen) + " |",
+             "|---|" + "---|---|" * len(shots_seen)]
+    order = [a for a in ALGORITHMS if any(r["algorithm"] == a for r in rows)]
+    for algorithm in order:
+        cells = []
+        for shots in shots_seen:
+            mine = [r for r in rows if r["algorithm"] == algorithm and r["shots"] == shots]
+            for step in (1, 5):
+                if not mine:
+                    cells.append("—")
+                    continue
+                values = [100 * r["accuracy"][step] for r in mine]
+                ci = max(100 * r["accuracy_ci95"][step] for r in mine)
+                spread = f" [{min(values):.1f}–{max(values):.1f}]" if len(values) > 1 else ""
+                cells.append(f"{sum(values) / len(values):.1f}{spread} ±{ci:.1f}")
+        lines.append(f"| `{algorithm}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--shots", default="1,5")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--hidden", default="128,128")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "digits_table.json")
+    parser.add_argument("--table", action="store_true", help="print the README table from --out and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     hidden = tuple(int(h) for h in args.hidden.split(","))
+    import torch
+
     rows = []
+    document = {"command": "python benchmarks/digits_table.py " + " ".join(sys.argv[1:]),
+                "protocol": {"ways": 5, "query_train": 5, "query_test": 15, "test_episodes": 600, "inner_lr": 0.4,
+                             "inner_steps_train": 1, "reptile_inner_steps": REPTILE_STEPS, "eval_steps": 5, "meta_batch": 16,
+                             "steps": args.steps, "model": args.model, "hidden": list(hidden), "seeds": args.seeds},
+                "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+                "runs": rows}
     with tempfile.TemporaryDirectory() as work:
         for shots in (int(s) for s in args.shots.split(",")):
             for algorithm in args.algorithms.split(","):
@@ -82,15 +117,7 @@ def main() -> None:
                     rows.append(row)
                     print(f"{algorithm:10s} {shots}-shot seed {seed}: step 1 {100 * row['accuracy'][1]:.1f}%, "
                           f"step 5 {100 * row['accuracy'][5]:.1f}% ({row['train_seconds']:.0f} s)", flush=True)
-    import torch
-
-    document = {"command": "python benchmarks/digits_table.py " + " ".join(sys.argv[1:]),
-                "protocol": {"ways": 5, "query_train": 5, "query_test": 15, "test_episodes": 600, "inner_lr": 0.4,
-                             "inner_steps_train": 1, "eval_steps": 5, "meta_batch": 16, "steps": args.steps,
-                             "model": args.model, "hidden": list(hidden), "seeds": args.seeds},
-                "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
-                "runs": rows}
-    args.out.write_text(json.dumps(document, indent=1) + "\n")
+                    args.out.write_text(json.dumps(document, indent=1) + "\n")  # after every run: a long sweep keeps what it did
     print(f"wrote {args.out}")
 
 
