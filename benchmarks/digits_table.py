@@ -14,7 +14,7 @@ and each seed's own 95% CI half-width (the largest); ``--table`` prints it from 
     python benchmarks/digits_table.py --steps 300 --seeds 1 --algorithms maml,protonet   # a quick look
 
 Each run is also the command ``maml-tui train --task digits --ways 5 --shots K --query 5 --algo A
---inner-lr 0.4 --inner-steps 1 --meta-batch 16 --steps 1000 --log-every 83 --seed S`` followed by
+--inner-lr 0.4 --inner-steps 1 --meta-batch 16 --steps 1000 --hidden 128,128 --log-every 83 --seed S`` followed by
 ``maml-tui eval RUN/best.pt --steps 5``.
 """
 
