@@ -8,8 +8,8 @@ without its head) is meta-learned, through the prototypes, with the query cross-
 As Snell et al. note, ``-||f - c_k||^2 = 2 c_k . f - ||c_k||^2 - ||f||^2`` and the last term is the
 same for every class, so the classifier is a linear head with ``W_k = 2 c_k`` and
 ``b_k = -||c_k||^2``: the same softmax, the same loss. That head is what :meth:`solve` returns, so
-protonet adapts, evaluates and is inspected like every other algorithm (step 0: a zero head, a
-uniform guess; every later step: the prototypes).
+protonet meta-trains, adapts, evaluates and is inspected as R2-D2 does, with this head in place of
+the ridge solve (step 0: a zero head, a uniform guess; every later step: the prototypes).
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from engine.algorithms.base import Section
 from engine.algorithms.r2d2 import R2D2
-from engine.algorithms.base import MetaStep, Section, _grad, _leaves
-from engine.functional import task_losses
 from engine.model import Params
-from engine.tasks import TaskBatch
 
 
 def prototypes(features: Tensor, labels: Tensor, ways: int) -> Tensor:
@@ -36,7 +34,6 @@ class ProtoNet(R2D2):
     paper = "Snell, Swersky, Zemel 2017, arXiv:1703.05175"
     defaults = {"inner_lr": 1.0, "inner_steps": 1}  # no inner rate: the prototypes are computed, not learned steps
     Options = None
-    classification_only = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,19 +55,6 @@ class ProtoNet(R2D2):
         shapes = self.model.shapes()
         like = next(iter(params.values()))
         return {name: torch.zeros(tasks, *shapes[name], dtype=like.dtype, device=like.device) for name in self.model.head_names}
-
-    def meta_step(self, params: Params, batch: TaskBatch, metrics: bool = False, progress: float = 0.0) -> MetaStep:
-        leaves = _leaves(params)
-        adapted = {**self.body(leaves), **self.solve(leaves, batch.x_support, batch.y_support)}
-        loss = task_losses(self.model, self.loss, adapted, batch.x_query, batch.y_query).mean()
-        step = MetaStep(loss.detach(), _grad(loss, leaves), backend=self.backend_choice(batch.x_support.shape[1]))
-        if metrics:
-            with torch.no_grad():
-                prior = {**self.body(leaves), **self.prior_head(leaves, batch.num_tasks)}
-                step.query_loss_after = loss.detach()
-                step.query_loss_before = task_losses(self.model, self.loss, prior, batch.x_query, batch.y_query).mean()
-                step.support_loss = task_losses(self.model, self.loss, prior, batch.x_support, batch.y_support).mean()
-        return step
 
     def backend_choice(self, shots: int, progress: float = 0.0) -> str:
         return "prototypes (class means)"

@@ -82,7 +82,7 @@ class R2D2(Algorithm):
         leaves = _leaves(params)
         adapted = {**self.body(leaves), **self.solve(leaves, batch.x_support, batch.y_support)}
         loss = task_losses(self.model, self.loss, adapted, batch.x_query, batch.y_query).mean()
-        step = MetaStep(loss.detach(), _grad(loss, leaves), backend="ridge solve (torch.linalg.solve)")
+        step = MetaStep(loss.detach(), _grad(loss, leaves), backend=self.backend_choice(batch.x_support.shape[1]))
         if metrics:
             with torch.no_grad():
                 prior = {**self.body(leaves), **self.prior_head(leaves, batch.num_tasks)}

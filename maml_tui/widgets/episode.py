@@ -231,17 +231,13 @@ def episode_text(episode: dict, width: int, height: int, look: Look, ascii_mode:
     return text
 
 
-class EpisodeView(Widget):
-    """The current episode, drawn from a snapshot's ``classification`` entry at the widget's size."""
-
-    DEFAULT_CSS = "EpisodeView { height: 1fr; }"
+class _Drawn(Widget):
+    """A widget that draws itself as text in the app's look (colours, presenter mode or --ascii)."""
 
     def __init__(self, *, ascii_mode: bool = False, present: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self.ascii_mode = ascii_mode
         self.mode = "ascii" if ascii_mode else ("present" if present else "normal")
-        self.episode: dict[str, Any] | None = None
-        self.draws = 0  # times new data was shown
         self.plain = ""  # the text last rendered, for tests and for a person's copy
 
     @property
@@ -251,6 +247,17 @@ class EpisodeView(Widget):
         except Exception:
             dark = True
         return Look(self.mode, dark)
+
+
+class EpisodeView(_Drawn):
+    """The current episode, drawn from a snapshot's ``classification`` entry at the widget's size."""
+
+    DEFAULT_CSS = "EpisodeView { height: 1fr; }"
+
+    def __init__(self, *, ascii_mode: bool = False, present: bool = False, id: str | None = None) -> None:
+        super().__init__(ascii_mode=ascii_mode, present=present, id=id)
+        self.episode: dict[str, Any] | None = None
+        self.draws = 0  # times new data was shown
 
     def show(self, episode: dict | None) -> None:
         if episode != self.episode:
@@ -311,25 +318,14 @@ def accuracy_text(curve: Sequence[float], taken: int, ways: int, width: int, hei
     return text
 
 
-class AccuracyChart(Widget):
+class AccuracyChart(_Drawn):
     """Query accuracy per inner step on the current episode (classification runs only)."""
 
     DEFAULT_CSS = "AccuracyChart { height: 1fr; }"
 
     def __init__(self, *, ascii_mode: bool = False, present: bool = False, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.ascii_mode = ascii_mode
-        self.mode = "ascii" if ascii_mode else ("present" if present else "normal")
+        super().__init__(ascii_mode=ascii_mode, present=present, id=id)
         self.data: tuple | None = None
-        self.plain = ""
-
-    @property
-    def look(self) -> Look:
-        try:
-            dark = self.app.current_theme.dark
-        except Exception:
-            dark = True
-        return Look(self.mode, dark)
 
     def show(self, curve: Sequence[float], taken: int, ways: int) -> None:
         data = (tuple(curve), taken, ways)
