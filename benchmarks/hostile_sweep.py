@@ -91,7 +91,10 @@ FLAGS = {
               "--inner-lr": real(0, 1e6), "--option": NEVER, "--outer-lr": real(0, 1e3), "--hidden": hidden_ok,
               "--activation": NEVER, "--init": NEVER, "--seed": whole(0, 2**63 - 1), "--device": NEVER,
               "--threads": whole(1, 1_024), "--out": name_ok, "--resume": NEVER, "--log-every": whole(1, 10**12),
-              "--checkpoint-every": whole(1, 10**12), "--backend": NEVER},
+              "--checkpoint-every": whole(1, 10**12), "--backend": NEVER, "--ways": NEVER, "--model": NEVER,
+              "--data-dir": NEVER},  # on the sinusoid: --ways and --data-dir are refused for a regression family
+    "train-digits": {"--ways": whole(2, 8), "--model": NEVER},
+    "download": {"DATASET": NEVER, "--data-dir": NEVER},  # no network here: every download ends in its sentence
     "eval": {"RUN": NEVER, "--shots": whole(1, 100_000), "--steps": whole(0, 1_000), "--tasks": whole(1, 1_000_000),
              "--query": whole(1, 100_000), "--seed": whole(0, 2**63 - 1), "--inner-lr": real(0, 1e6), "--device": NEVER},
     "bench": {"--seconds": real(0.05, 3600, low_open=False), "--device": NEVER, "--meta-batch": whole(1, 10_000),
@@ -111,13 +114,17 @@ def flag_tries(good_run: Path) -> list[dict]:
             for value in VALUES:
                 if command == "train":
                     base = ["train"] if flag == "--resume" else ["train", *SMALL_TRAIN, *([] if flag == "--out" else ["--out", "run"])]
+                elif command == "train-digits":
+                    base = ["train", "--task", "digits", *SMALL_TRAIN, "--out", "run"]
+                elif command == "download":
+                    base = ["download"] + ([] if flag == "DATASET" else ["omniglot"])
                 elif command == "eval":
                     base = ["eval"] + ([] if flag == "RUN" else [str(good_run)]) + ["--tasks", "5", "--steps", "1", "--query", "5"]
                 elif command == "bench":
                     base = ["bench", "--seconds", "0.05", "--meta-batch", "2"]
                 else:
                     base = [command]
-                argv = [*base, value] if flag == "RUN" else [*base, flag, value]
+                argv = [*base, value] if flag in ("RUN", "DATASET") else [*base, flag, value]
                 tries.append({"family": "flags", "case": f"{command} {flag} {value[:20]!r}", "argv": argv,
                               "valid": valid(value)})
     return tries
@@ -394,6 +401,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="maml-tui-sweep-"))
     os.environ["MAML_TUI_STATE_DIR"] = str(scratch / "state")
     os.environ["MAML_TUI_CONFIG_DIR"] = str(scratch / "config")
+    os.environ["MAML_TUI_DATA_DIR"] = str(scratch / "data")  # download tries land here, never in the home directory
     import shutil
 
     import torch
