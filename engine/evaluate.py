@@ -119,15 +119,10 @@ def evaluate(
                                          else batch.y_query.cpu())
     stats = summarise(per_step, bound)
     metric_means, metric_cis = {}, {}
-    for name, parts in metrics.items():
+    for name, parts in metrics.items():  # the same statistics over the tasks where the metric is finite
         table = torch.cat(parts, dim=1).cpu().double()
-        means, cis = [], []
-        for row in table:
-            kept = row[torch.isfinite(row)]
-            means.append(float(kept.mean()) if kept.numel() else None)
-            cis.append(1.96 * float(kept.std(unbiased=True)) / math.sqrt(kept.numel()) if kept.numel() > 1 else
-                       (0.0 if kept.numel() else None))
-        metric_means[name], metric_cis[name] = means, cis
+        metric_stats = summarise(table, torch.full(table.shape[1:], math.inf, dtype=torch.float64))
+        metric_means[name], metric_cis[name] = [s.mean for s in metric_stats], [s.ci95 for s in metric_stats]
     return EvalResult(
         algorithm=algorithm.name, shots=shots, tasks=tasks, query=query,
         inner_lr=algorithm.inner_lr if inner_lr is None else float(inner_lr), loss=family.loss.name,

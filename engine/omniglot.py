@@ -146,12 +146,11 @@ def _from_cache(root: Path, names: list[str]):
 
 
 def _write_cache(root: Path, names, images, labels) -> None:
+    from engine.checkpoint import _atomic_write
+
+    payload = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "names": names, "images": images, "labels": labels}
     try:
-        handle, tmp = tempfile.mkstemp(prefix=f".{CACHE}.", suffix=".tmp", dir=root)
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"format": CACHE_FORMAT, "version": CACHE_VERSION, "names": names, "images": images,
-                        "labels": labels}, file)
-        os.replace(tmp, root / CACHE)
+        _atomic_write(root / CACHE, lambda file: torch.save(payload, file))
     except OSError:  # a read-only copy of the data: it is read again next time
         pass
 

@@ -369,7 +369,7 @@ def evaluate_runs(
         name = escape(f"{Path(run).name}\n{result.algorithm}, lr {result.inner_lr:g}")
         if classifies:
             table.add_column(f"{name}\naccuracy %", justify="right")
-        table.add_column(f"{'loss' if classifies else name}\nmean ± CI" if not classifies else "loss\nmean ± CI", justify="right")
+        table.add_column("loss\nmean ± CI" if classifies else f"{name}\nmean ± CI", justify="right")
         table.add_column("median", justify="right")
         table.add_column("div.", justify="right")
     for index in range(steps + 1):
