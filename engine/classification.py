@@ -177,6 +177,11 @@ class ClassificationFamily(TaskFamily):
     def input_dim(self) -> int:
         return math.prod(self.input_shape)
 
+    @property
+    def train_classes(self) -> tuple[int, ...]:
+        """The meta-train classes (after rotation): what a global classifier, pretrain's, is trained over."""
+        return tuple(self.data.splits["train"])
+
     def with_split(self, split: str) -> "ClassificationFamily":
         """The same family drawing its episodes from another split (``val`` or ``test``)."""
         return type(self)(device=self.device, dtype=self.dtype, split=split, **self.ranges)

@@ -37,8 +37,9 @@ from engine.trainer import EXPLODED, DivergedError, MetaLearner, OuterMetrics
 
 CURVE_STEPS = 10  # the loss-per-inner-step curve always reaches at least this many steps
 GRID_POINTS = 121  # x positions of the plotted curves
-SETTINGS = ("task", "algorithm", "hidden", "shots", "inner_lr", "inner_steps", "meta_batch_size", "seed")
-FRESH_SETTINGS = ("algorithm", "hidden")  # changing these starts a new model
+SETTINGS = ("task", "algorithm", "hidden", "ways", "shots", "inner_lr", "inner_steps", "meta_batch_size", "seed")
+FRESH_SETTINGS = ("algorithm", "hidden", "ways")  # changing these starts a new model (ways: the head's width)
+EPISODE_SPLITS = ("train", "test")  # where the explorer's own episodes come from: classes trained on, or unseen ones
 # what a switch of task family between regression and classification starts from (digits: 5-way
 # 1-shot episodes, adapted at a rate that moves 8x8 images' logits in one step)
 FAMILY_DEFAULTS = {"regression": {"shots": 10}, "classification": {"shots": 1, "inner_lr": 0.4}}
@@ -115,6 +116,7 @@ class CompanionSnapshot:
     step: int
     prediction: tuple[float, ...]  # on ExplorerSnapshot.grid_x after inner_steps_taken steps
     curve: tuple[float, ...]  # query loss after 0..S inner steps
+    accuracy: tuple[float, ...] = ()  # classification: query accuracy after 0..S inner steps
 
 
 @dataclass(frozen=True)
@@ -172,11 +174,14 @@ def _floats(values: torch.Tensor) -> tuple[float, ...]:
 
 
 def settings_of(config: RunConfig) -> dict[str, Any]:
-    """The explorer's view of a config: the values a person can pick."""
+    """The explorer's view of a config: the values a person can pick (``ways`` on classification only)."""
+    ways = ({"ways": int(config.task.ranges.get("ways", registry.task_class(config.task.name).defaults["ways"]))}
+            if registry.is_classification(config.task.name) else {})
     return {
         "task": config.task.name,
         "algorithm": config.algo.name,
         "hidden": ",".join(str(h) for h in config.model.hidden),
+        **ways,
         "shots": config.train.shots,
         "inner_lr": config.algo.inner_lr,
         "inner_steps": config.algo.inner_steps,
@@ -211,6 +216,15 @@ def apply_settings(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
             algo.update(name=AlgoConfig().name, inner_lr=None, inner_steps=None, options={})
     if classifies and "inner_lr" in algo and algo["inner_lr"] is None:
         algo["inner_lr"] = default_rates(name, algo.get("name", config.algo.name))["inner_lr"]
+    if "ways" in changes:
+        if not classifies:
+            raise ValueError(f"ways is the number of classes in a classification episode; the {name} family is regression")
+        try:
+            ways = int(changes["ways"])
+        except (TypeError, ValueError):
+            raise ValueError(f"ways must be a whole number, got {changes['ways']!r}") from None
+        ranges = dict(config.task.ranges) if not task else {}
+        task = {"name": name, "ranges": {**ranges, "ways": ways}}
     if "hidden" in changes:
         text = str(changes["hidden"]).strip()
         model["hidden"] = tuple(int(p) for p in text.split(",")) if text else ()
@@ -265,6 +279,8 @@ class ExplorerSession:
         self.batch_count = 0  # how many of its tasks each snapshot shows (0: none; the panel is closed)
         self.inner_steps_taken = 0
         self.task_number = 0
+        self.episode_split = "train"  # classification: the explorer's episodes from the meta-train classes, or "test"
+        self._split_family: tuple[object, str, object] | None = None  # (training family, split, that split's family)
         self._restore_point: list[dict] | None = None  # state at the last finite check
         self.task_generator = torch.Generator(device=learner.device)
         self._reseed_tasks()
@@ -308,10 +324,32 @@ class ExplorerSession:
         # the explorer's tasks come from their own stream, so drawing one never shifts training's
         self.task_generator.manual_seed(10_007 + self.config.train.seed)
 
+    def episode_family(self):
+        """The family the explorer's own episodes come from: training's, or its meta-test split
+        (classes never trained on) after :meth:`set_episode_split`."""
+        family = self.learner.family
+        if not self.classifies or self.episode_split == family.split:
+            return family
+        cached = self._split_family
+        if cached is None or cached[0] is not family or cached[1] != self.episode_split:
+            self._split_family = cached = (family, self.episode_split, family.with_split(self.episode_split))
+        return cached[2]
+
+    def set_episode_split(self, split: str) -> None:
+        """Draw the explorer's episodes from the meta-train classes (``train``) or the unseen
+        meta-test ones (``test``), starting with a new episode; training is untouched."""
+        if split not in EPISODE_SPLITS:
+            raise ValueError(f"the explorer draws episodes from the {' or '.join(EPISODE_SPLITS)} classes, not {split!r}")
+        if not self.classifies:
+            raise ValueError("unseen classes are a classification family's; a regression task family draws every task alike")
+        if split != self.episode_split:
+            self.episode_split = split
+            self.new_task()
+
     # -- the inner loop -------------------------------------------------------------------------
     def new_task(self) -> None:
         """Draw a new task (support and query points) and reset the adaptation."""
-        train, family = self.config.train, self.learner.family
+        train, family = self.config.train, self.episode_family()
         if self.classifies:  # query images per class: ten where the smallest class has them
             query = max(train.query, min(10, family.smallest_class() - train.shots))
             self.task = family.sample(1, train.shots, query, self.task_generator)
@@ -387,7 +425,7 @@ class ExplorerSession:
         if "task" in changes and changes["task"] != current["task"] and (
                 registry.is_classification(changes["task"]) or registry.is_classification(current["task"])):
             return True  # another kind of input or output: the network's shapes change
-        return any(key in changes and str(changes[key]) != str(current[key]) for key in self.fresh_settings)
+        return any(key in changes and str(changes[key]) != str(current.get(key)) for key in self.fresh_settings)
 
     def set_settings(self, changes: dict[str, Any]) -> None:
         """Apply settings; algorithm or model changes start a fresh model, the rest keep training."""
@@ -607,7 +645,8 @@ class ExplorerSession:
         for role, companion in self.companions.items():
             other = self._adapt(companion, steps)
             companions.append(CompanionSnapshot(role, companion.config.algo.name, companion.step, (),
-                                                tuple(float(v.mean()) for v in other.query_loss)))
+                                                tuple(float(v.mean()) for v in other.query_loss),
+                                                tuple(float(m["accuracy"].mean()) for m in other.query_metrics)))
         return ExplorerSnapshot(
             step=self.learner.step, settings=self.settings, source=self.source, task_number=self.task_number,
             task_params={}, grid_x=(), truth=(), support_x=(), support_y=(), query_x=(), query_y=(),
@@ -630,7 +669,7 @@ class ExplorerSession:
         SHOWN_PIXELS a side). The probabilities come from the whole query set's forward pass, so a
         network whose batch norm uses the batch's statistics gives the same numbers as the accuracy.
         """
-        family, task, model = self.learner.family, self.task, self.learner.model
+        family, task, model = self.episode_family(), self.task, self.learner.model
         taken = self.inner_steps_taken
         ways = family.ways
         classes = [int(c) for c in task.params["classes"][0].tolist()]
@@ -645,6 +684,8 @@ class ExplorerSession:
             accuracy = [float(m["accuracy"].mean()) for m in history.query_metrics]
         return {
             "ways": ways,
+            "max_ways": min(len(family.data.splits[s]) for s in family.data.splits),  # what the ways picker may offer
+            "split": self.episode_split,  # "train": classes meta-trained on; "test": unseen ones
             "shots": self.config.train.shots,
             "classes": classes,
             "class_names": [family.class_name(c) for c in classes],  # by episode label

@@ -169,6 +169,8 @@ class Server:
             elif name == "new_model":
                 session.new_model()
                 self.send_records(reset=True)
+            elif name == "episode_split":
+                session.set_episode_split(arguments["split"])
             elif name == "set_companion":
                 session.set_companion(arguments["role"], arguments.get("algorithm"))
             elif name == "save":

@@ -122,6 +122,7 @@ class MetaLearner:
         body = make_model(config.model, self.family.input_dim, self.family.output_dim, getattr(self.family, "input_shape", None))
         self.algorithm: Algorithm = make_algorithm(config.algo.name, body, config.algo.inner_lr, config.algo.inner_steps,
                                                    backend=backend, loss=self.family.loss, options=config.algo.options)
+        self.algorithm.prepare(self.family)
         self.model: Model = self.algorithm.model  # what the inner loop runs (CAVIA's has a context input)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.params: Params = {n: v.requires_grad_() for n, v in self.algorithm.init(self.generator).items()}

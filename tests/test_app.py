@@ -836,6 +836,51 @@ async def test_digits_show_the_episode_images_and_probabilities_that_inner_steps
         assert "protonet" not in main.query_one(SettingsPanel).choices["algorithm"]
 
 
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+async def test_the_ways_picker_unseen_classes_and_companions_on_an_episode(size):
+    from textual.widgets import Select
+
+    from maml_tui.widgets import AccuracyChart, EpisodeView
+
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        main = await ready(pilot)
+        panel = main.query_one(SettingsPanel)
+        assert not panel.query_one("#row-ways").display  # regression: no ways to pick
+        await pick_digits(pilot, main)
+        await pilot.pause()
+        assert panel.query_one("#row-ways").display
+        assert panel.choices["ways"] == ("2", "3", "4", "5", "8")  # digits' smallest split has 8 classes
+        assert panel.query_one("#setting-ways", Select).value == "5"
+        main.pick_setting("ways", "3")  # an untrained model: nothing asked
+        three = await settled(pilot, main, lambda s: s["settings"].get("ways") == 3, "a 3-way model")
+        assert three["classification"]["ways"] == 3 and len(three["classification"]["support"]) == 3
+        view = main.query_one(EpisodeView)
+        assert "3-way" in Text.from_markup(str(view.border_title)).plain
+        await pilot.press("u")
+        unseen = await settled(pilot, main, lambda s: s["classification"]["split"] == "test", "an episode of unseen classes")
+        assert all(c // 4 in (4, 5) for c in unseen["classification"]["classes"])  # digits 4 and 5, never trained on
+        assert "meta-test classes" in main.message
+        assert "unseen" in Text.from_markup(str(view.border_title)).plain
+        await pilot.press("p")  # the pretrained baseline beside: its accuracy on the same episode, named
+        with_baseline = await settled(pilot, main, lambda s: any(c["role"] == "baseline" for c in s["companions"]), "the baseline")
+        await pilot.press("i")
+        await settled(pilot, main, lambda s: s["inner_steps_taken"] == 1, "an inner step")
+        await pilot.pause()
+        chart = main.query_one(AccuracyChart)
+        assert "vs pretrain" in chart.plain and "%" in chart.plain.splitlines()[0]
+        assert with_baseline["companions"][0]["accuracy"]
+        await pilot.press("u")
+        await settled(pilot, main, lambda s: s["classification"]["split"] == "train", "episodes of the train classes again")
+        main.pick_setting("task", "sinusoid")
+        await settled(pilot, main, lambda s: s.get("classification") is None, "the sinusoid again")
+        await pilot.pause()
+        assert not panel.query_one("#row-ways").display
+        await pilot.press("u")
+        await pilot.pause()
+        assert "classification family" in main.message
+
+
 async def test_digits_in_ascii_mode_draw_shades_with_characters():
     from maml_tui.widgets import EpisodeView
 

@@ -230,6 +230,75 @@ def test_every_algorithm_the_issue_names_trains_and_evaluates_on_digits(name):
     assert all(0.0 <= a <= 1.0 for a in result.metrics["accuracy"]) and all(c is not None for c in result.metrics_ci95["accuracy"])
 
 
+def pretrain_learner(hidden=(16,), ways=3, shots=2, dtype=torch.float64):
+    from engine.trainer import MetaLearner
+
+    config = engine.RunConfig().replace(
+        task={"name": "digits", "ranges": {"ways": ways}}, model={"hidden": hidden},
+        algo={"name": "pretrain", "inner_lr": 0.3, "inner_steps": 1},
+        train={"meta_batch_size": 3, "shots": shots, "query": 2})
+    learner = MetaLearner(config, "cpu")
+    if dtype == torch.float64:
+        learner.params = {n: v.detach().double().requires_grad_() for n, v in learner.params.items()}
+        learner.family = Digits(ways=ways, dtype=torch.float64)
+    return learner
+
+
+def test_pretrain_on_classification_trains_a_global_classifier_over_the_meta_train_classes():
+    """Chen et al. 2019's Baseline: the gradient is that of cross-entropy over the 24 meta-train
+    classes' own labels (not the episode's 0..N-1), computed here by hand."""
+    learner = pretrain_learner()
+    algorithm, params = learner.algorithm, learner.params
+    weight, bias = params["pretrain.classifier.weight"], params["pretrain.classifier.bias"]
+    assert weight.shape == (16, len(DIGITS_TRAIN) * 4) and bias.shape == (len(DIGITS_TRAIN) * 4,)
+    assert all(float(params[n].detach().abs().max()) == 0 for n in algorithm.model.head_names)  # the episode head starts at zero
+    batch = learner.family.sample(3, 2, 2, torch.Generator().manual_seed(4))
+    _, grads = algorithm.meta_gradient(params, batch)
+    classes = sorted(Digits().train_classes)
+    loss = 0.0
+    x = torch.cat([batch.x_support, batch.x_query], 1)
+    y = torch.cat([batch.y_support, batch.y_query], 1)
+    for t in range(3):
+        h = torch.relu(x[t].flatten(1) @ params["layer0.weight"] + params["layer0.bias"])  # the body: one hidden layer
+        targets = torch.tensor([classes.index(int(batch.params["classes"][t, int(label)])) for label in y[t]])
+        loss = loss + nnf.cross_entropy(h @ weight + bias, targets, reduction="sum")
+    loss = loss / y.numel()
+    names = [n for n in params if n not in algorithm.model.head_names]
+    expected = torch.autograd.grad(loss, [params[n] for n in names])
+    for name, value in zip(names, expected):
+        torch.testing.assert_close(grads[name], value, rtol=1e-10, atol=1e-12)
+    assert all(float(grads[n].abs().max()) == 0 for n in algorithm.model.head_names)
+
+
+def test_pretrain_fine_tunes_a_new_zero_head_only_a_nearest_centroid_step():
+    """At test time the body is fixed and a fresh N-way head starts at zero; its first SGD step on
+    the support cross-entropy is W_c = rate * (mean feature of class c - mean feature) / N, b = 0."""
+    learner = pretrain_learner(ways=4, shots=3)
+    algorithm, params = learner.algorithm, learner.parameters()
+    params = {n: v.double() for n, v in params.items()}
+    batch = learner.family.sample(2, 3, 2, torch.Generator().manual_seed(9))
+    history = algorithm.adapt(params, batch.x_support, batch.y_support, steps=1, x_query=batch.x_query, y_query=batch.y_query)
+    adapted = history.params[-1]
+    body = [n for n in algorithm.model.names if n not in algorithm.model.head_names]
+    for name in body:
+        assert torch.equal(adapted[name].expand_as(adapted[name]), params[name].expand_as(adapted[name]))
+    features = algorithm.model.features(algorithm.model_params(params), batch.x_support)  # (tasks, N*K, F)
+    onehot = nnf.one_hot(batch.y_support, 4).double()
+    means = onehot.transpose(1, 2) @ features / 3  # (tasks, N, F)
+    expected = 0.3 * (means - features.mean(1, keepdim=True)) / 4
+    head_weight, head_bias = algorithm.model.head_names
+    torch.testing.assert_close(adapted[head_weight].transpose(-1, -2), expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(adapted[head_bias], torch.zeros_like(adapted[head_bias]), rtol=0, atol=1e-12)
+    assert history.query_loss[0].allclose(torch.full((2,), torch.log(torch.tensor(4.0)).item(), dtype=torch.float64))
+
+
+def test_pretrain_refuses_a_batch_of_classes_it_has_no_column_for():
+    learner = pretrain_learner()
+    batch = learner.family.with_split("test").sample(2, 2, 2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="meta-train classes only"):
+        learner.algorithm.meta_gradient(learner.params, batch)
+
+
 def test_training_logs_meta_validation_accuracy_and_keeps_the_best_state(tmp_path):
     import json
 

@@ -10,6 +10,8 @@ import threading
 import pytest
 import torch
 
+from engine.errors import ConfigError
+
 from engine.config import RunConfig
 from engine.explorer import CURVE_STEPS, ExplorerSession, apply_settings, catalog, companion_config
 from engine.registry import regression_algorithms
@@ -371,6 +373,70 @@ def test_a_classification_snapshot_holds_the_episode_images_probabilities_and_ac
     assert session.snapshot().classification["probabilities"] == first.classification["probabilities"]
     session.new_task()
     assert session.snapshot().classification["support"] != view["support"]
+
+
+def test_ways_is_a_classification_setting_that_starts_a_new_model():
+    session = digits_session()
+    assert session.settings["ways"] == 5 and "ways" in session.fresh_settings
+    session.outer_steps(1)
+    assert session.needs_fresh_model({"ways": 3}) and not session.needs_fresh_model({"ways": 5})
+    session.set_settings({"ways": 3})
+    assert session.learner.family.ways == 3 and session.learner.step == 0
+    view = session.snapshot().classification
+    assert view["ways"] == 3 and len(view["support"]) == 3 and view["max_ways"] == 8  # digits' val and test splits: 8 classes
+    assert session.learner.params["layer2.weight"].shape[-1] == 3  # a 3-logit head
+    with pytest.raises(ConfigError, match="at most 8"):
+        session.set_settings({"ways": 10})
+    assert session.learner.family.ways == 3  # a refused setting changes nothing
+    session.set_settings({"task": "sinusoid"})
+    assert "ways" not in session.settings
+    with pytest.raises(ValueError, match="family is regression"):
+        session.set_settings({"ways": 3})
+
+
+def test_unseen_classes_draw_episodes_from_the_meta_test_split_and_leave_training_alone():
+    from engine.classification import DIGITS_TEST, DIGITS_TRAIN, ROTATIONS
+
+    session = digits_session()
+    train_classes = {d * len(ROTATIONS) + r for d in DIGITS_TRAIN for r in range(len(ROTATIONS))}
+    test_classes = {d * len(ROTATIONS) + r for d in DIGITS_TEST for r in range(len(ROTATIONS))}
+    assert set(session.snapshot().classification["classes"]) <= train_classes
+    params = {n: v.detach().clone() for n, v in session.learner.params.items()}
+    number = session.task_number
+    session.set_episode_split("test")
+    view = session.snapshot().classification
+    assert view["split"] == "test" and session.task_number == number + 1
+    for _ in range(5):
+        assert set(session.snapshot().classification["classes"]) <= test_classes
+        session.new_task()
+    assert session.learner.family.split == "train"  # training still draws its meta-batches from the train classes
+    session.outer_steps(2)
+    assert all(not torch.equal(params[n], v) for n, v in session.learner.params.items() if v.dtype.is_floating_point)
+    assert set(session.snapshot().classification["classes"]) <= test_classes
+    session.set_episode_split("train")
+    assert set(session.snapshot().classification["classes"]) <= train_classes
+    with pytest.raises(ValueError, match="train or test"):
+        session.set_episode_split("val")
+    session.set_settings({"task": "sinusoid"})
+    with pytest.raises(ValueError, match="classification family"):
+        session.set_episode_split("test")
+
+
+def test_companions_on_an_episode_report_their_accuracy_after_the_same_steps():
+    session = digits_session()
+    session.set_companion("compare", "fomaml")
+    session.set_companion("baseline", "pretrain")
+    session.outer_steps(2)
+    session.inner_step()
+    snapshot = session.snapshot()
+    task = session.task
+    for companion in snapshot.companions:
+        learner = session.companions[companion.role]
+        history = learner.algorithm.adapt(learner.parameters(), task.x_support, task.y_support, CURVE_STEPS,
+                                          task.x_query, task.y_query)
+        assert list(companion.accuracy) == [float(m["accuracy"].mean()) for m in history.query_metrics]
+    baseline = next(c for c in snapshot.companions if c.role == "baseline")
+    assert baseline.accuracy[0] == pytest.approx(1 / 5)  # pretrain's new head starts at zero: every label alike
 
 
 def test_the_catalog_lists_classification_and_says_what_is_what():

@@ -90,6 +90,26 @@ def good_run(tmp_path_factory):
     return tiny_run(tmp_path_factory.mktemp("fuzz") / "run")
 
 
+def tiny_classification_run(path):
+    """A digits run of conv4 with pretrain: the classification schema (ways, an image model, and an
+    algorithm's own parameters, the global classifier) for the config and checkpoint fuzzers."""
+    from engine.config import RunConfig
+    from engine.trainer import train
+
+    config = RunConfig().replace(task={"name": "digits", "ranges": {"ways": 3}}, model={"kind": "conv4", "hidden": (4, 4)},
+                                 algo={"name": "pretrain", "inner_lr": 0.4},
+                                 train={"steps": 4, "meta_batch_size": 2, "shots": 1, "query": 2,
+                                        "log_every": 2, "checkpoint_every": 2})
+    train(config, path, device="cpu")
+    return path
+
+
+@pytest.fixture(scope="module", params=["sinusoid", "digits"])
+def any_run(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"fuzz-{request.param}") / "run"
+    return tiny_run(folder) if request.param == "sinusoid" else tiny_classification_run(folder)
+
+
 def assert_refused_or_fine(run, before):
     """Opening the run either works or ends in one sentence of ours naming a file of the run."""
     try:
@@ -121,28 +141,28 @@ def assert_damage_refused_or_fine(run, path, damaged: bytes) -> None:
 
 @FUZZ
 @given(data=st.data())
-def test_malformed_config_files_are_refused_in_one_sentence(good_run, tmp_path_factory, data):
-    path = RunDirectory(good_run).config_path
+def test_malformed_config_files_are_refused_in_one_sentence(any_run, tmp_path_factory, data):
+    path = RunDirectory(any_run).config_path
     document = json.loads(path.read_text())
     changed = draw_change(data, document, JSON_JUNK, list(leaves(document)))
-    assert_damage_refused_or_fine(good_run, path, json.dumps(changed).encode())
+    assert_damage_refused_or_fine(any_run, path, json.dumps(changed).encode())
 
 
 @FUZZ
 @given(data=st.data())
-def test_malformed_checkpoints_are_refused_in_one_sentence(good_run, data):
-    path = RunDirectory(good_run).checkpoint_path
+def test_malformed_checkpoints_are_refused_in_one_sentence(any_run, data):
+    path = RunDirectory(any_run).checkpoint_path
     payload = torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
     changed = draw_change(data, payload, CHECKPOINT_JUNK, [p for p in leaves(payload) if p])
     buffer = io.BytesIO()
     torch.save(changed, buffer)
-    assert_damage_refused_or_fine(good_run, path, buffer.getvalue())
+    assert_damage_refused_or_fine(any_run, path, buffer.getvalue())
 
 
 @FUZZ
 @given(data=st.data())
-def test_damaged_checkpoint_bytes_are_refused_in_one_sentence(good_run, data):
-    path = RunDirectory(good_run).checkpoint_path
+def test_damaged_checkpoint_bytes_are_refused_in_one_sentence(any_run, data):
+    path = RunDirectory(any_run).checkpoint_path
     original = path.read_bytes()
     if data.draw(st.booleans(), label="truncate"):
         damaged = original[:data.draw(st.integers(0, len(original) - 1), label="length")]
@@ -151,7 +171,7 @@ def test_damaged_checkpoint_bytes_are_refused_in_one_sentence(good_run, data):
         for _ in range(data.draw(st.integers(1, 8), label="flips")):
             damaged[data.draw(st.integers(0, len(original) - 1))] ^= data.draw(st.integers(1, 255))
         damaged = bytes(damaged)
-    assert_damage_refused_or_fine(good_run, path, damaged)
+    assert_damage_refused_or_fine(any_run, path, damaged)
 
 
 # -- flags -----------------------------------------------------------------------------------------

@@ -137,6 +137,10 @@ class Algorithm:
     def build_model(self, model: Model) -> Model:
         return model
 
+    def prepare(self, family) -> None:
+        """Take what the algorithm needs of the task family before its meta-parameters are made
+        (pretrain's global classifier needs the meta-train classes); nothing by default."""
+
     def init(self, generator: torch.Generator, device: torch.device | str | None = None,
              dtype: torch.dtype = torch.float32) -> Params:
         """Fresh meta-parameters: the model's, plus any the algorithm learns."""

@@ -13,6 +13,10 @@ INTRO = ("[b]maml-tui explorer[/b]: θ (drawn ·) is the meta-learned start; eac
          "support points (o) of the current task, giving θ′ (•, the latest step on top; older steps fade). Query "
          "points (x) measure the fit; the truth is the line (- in --ascii). Outer steps improve θ across many tasks "
          "at once (t shows a few of them). Every series has its own glyph as well as its colour; the legends name them.")
+EPISODES = ("[b]On a classification family[/b] (digits, omniglot) the picture is an episode: the support images "
+            "with their labels, and query images with a bar per label, the predicted probability at θ and at θ′ "
+            "(the true label in bold); beside it, the query accuracy after each inner step, with chance dotted. "
+            "u draws episodes from the unseen meta-test classes (and back); the ways picker sets N.")
 OUTRO = ("Pick settings in the left panel (mouse or tab) or from the command palette (ctrl+p), which lists every "
          "action and setting, and themes. Changing the algorithm or the model asks before it starts a new model.")
 
@@ -45,6 +49,7 @@ class HelpScreen(Screen[None]):
         with VerticalScroll(classes="dialog", id="help"):
             yield Static("[dim]escape, ? or q closes this help[/]", classes="hint")
             yield Static(INTRO, classes="intro")
+            yield Static(EPISODES, classes="intro")
             with Vertical(id="keys"):
                 for keys, text in self.rows:  # a key and its text side by side: a wrapped line keeps its indent
                     with Horizontal(classes="help-row"):

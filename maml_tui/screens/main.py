@@ -109,6 +109,8 @@ class MainScreen(Screen):
                 tooltip="what the algorithm itself learns, live: MAML++'s rate per layer and step, CAVIA's context, Alpha-MAML's rates"),
         Binding("t", "batch_view", "Meta-batch", priority=True, show=False,
                 tooltip="small multiples: a few tasks of the meta-batch, each before and after its inner steps, live"),
+        Binding("u", "toggle_unseen", "Unseen classes", priority=True, show=False,
+                tooltip="classification: draw episodes from the unseen meta-test classes, or back from the meta-train ones (toggle)"),
         Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
         Binding("s", "save", "Save", priority=True, show=False, tooltip="save a checkpoint into a run directory"),
         Binding("l", "open_run", "Open", priority=True, show=False, tooltip="open a run directory or checkpoint"),
@@ -424,15 +426,16 @@ class MainScreen(Screen):
         """The classification view: the episode's images and bars, and the accuracy per inner step."""
         view = self.query_one(EpisodeView)
         view.show(episode)
+        self.query_one(SettingsPanel).set_max_ways(episode.get("max_ways", 20))
         taken = snapshot["inner_steps_taken"]
         accuracy, loss = episode["accuracy"], snapshot["query_loss"]
         width = max(view.outer_size.width - 4, 20)  # a border title's room: the width less corners and spaces
         percent = lambda v: f"{100 * v:.0f}%" if math.isfinite(v) else "—"  # noqa: E731
         steps = f"{taken} step{'s' if taken != 1 else ''} · acc {percent(accuracy[0])}" + (f" → {percent(accuracy[-1])}" if taken else "")
-        kind = f"{episode['ways']}-way {episode['shots']}-shot"
+        kind = f"{episode['ways']}-way {episode['shots']}-shot" + (" · unseen classes" if episode.get("split") == "test" else "")
         title = next((t for t in (f"{snapshot['settings']['task']} #{snapshot['task_number']} · {kind} · {steps}",
                                   f"#{snapshot['task_number']} · {kind} · {steps}") if len(t) <= width),
-                     f"#{snapshot['task_number']} · {steps}")
+                     f"#{snapshot['task_number']}{' unseen' if episode.get('split') == 'test' else ''} · {steps}")
         extra = f" · CE {_number(loss[0])}" + (f" → {_number(loss[-1])}" if taken else "") + f" on {episode['query_count']} queries"
         look = view.look
         legend = (f"[{look.hex('before')}]{'|' if self.ascii_mode else '▆'} θ[/] "
@@ -440,7 +443,9 @@ class MainScreen(Screen):
                   f"[b {look.hex('truth')}]true label[/]")
         _border(view, title=title + (extra if len(title) + len(extra) <= width else ""), subtitle=legend)
         chart = self.query_one(AccuracyChart)
-        chart.show(episode["accuracy_curve"], taken, episode["ways"])
+        others = [(c["algorithm"], c["accuracy"][min(taken, len(c["accuracy"]) - 1)])
+                  for c in snapshot.get("companions", ()) if c.get("accuracy")]
+        chart.show(episode["accuracy_curve"], taken, episode["ways"], others)
         chance = 1 / max(episode["ways"], 1)
         room = chart.outer_size.width - 6  # what a border title shows untruncated: less corners, spaces and padding
         title = next((t for t in ("query accuracy / inner step", "accuracy / inner step", "accuracy / step") if len(t) <= room), "acc")
@@ -625,6 +630,16 @@ class MainScreen(Screen):
             return
         self.app.push_screen(BatchScreen(self, self.ascii_mode, self.present))
 
+    def action_toggle_unseen(self) -> None:
+        episode = self.snapshot.get("classification") if self.snapshot is not None else None
+        if episode is None:
+            self.set_message("unseen classes belong to a classification family: pick digits (or omniglot) as the task")
+            return
+        unseen = episode.get("split") != "test"
+        if self.send("unseen classes", "episode_split", split="test" if unseen else "train"):
+            self.set_message("episodes now come from the meta-test classes, never trained on" if unseen else
+                             "episodes now come from the meta-train classes again")
+
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.BINDINGS))
 
@@ -660,7 +675,7 @@ class MainScreen(Screen):
             if self.send("comparing", "set_companion", role="compare", algorithm=None if value == "off" else value):
                 self.app.save_preferences(compare=None if value == "off" else value)
             return
-        current = as_text(self.snapshot["settings"][key])
+        current = as_text(self.snapshot["settings"].get(key, ""))
         if current == value:
             return
         changes = {key: value}
@@ -673,7 +688,7 @@ class MainScreen(Screen):
                     self.shown_settings = None
                     self.query_one(SettingsPanel).show(self.snapshot["settings"], self.compare_algorithm)
 
-            what = {"algorithm": "algorithm", "hidden": "model", "task": "task family"}.get(
+            what = {"algorithm": "algorithm", "hidden": "model", "task": "task family", "ways": "number of ways"}.get(
                 key, f"{key.replace('_', ' ')} of {self.snapshot['settings']['algorithm']}")
             self.app.push_screen(ConfirmDialog(f"Changing the {what} to {value} starts a new model and throws away "
                                                f"{self.snapshot['step']:,} outer steps of training. Go ahead?"), answered)

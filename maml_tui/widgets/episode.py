@@ -275,12 +275,19 @@ class EpisodeView(_Drawn):
 
 
 def accuracy_text(curve: Sequence[float], taken: int, ways: int, width: int, height: int, look: Look,
-                  ascii_mode: bool) -> Text:
+                  ascii_mode: bool, others: Sequence[tuple[str, float]] = ()) -> Text:
     """Bars of the query accuracy after 0..S inner steps: a y scale of 0..100% when there is room,
-    chance (1/N) as a dotted row, the steps taken bright and the rest dim, step numbers below."""
+    chance (1/N) as a dotted row, the steps taken bright and the rest dim, step numbers below. The
+    learners trained beside (``others``: name and accuracy after the same steps) get a line on top."""
     steps = len(curve)
     if not steps or width < 3 or height < 3:
         return Text("")
+    text = Text(no_wrap=True, overflow="crop")
+    if others and height >= 6:
+        percent = lambda v: f"{100 * v:.0f}%" if math.isfinite(v) else "—"  # noqa: E731
+        line = " · ".join(f"{name} {percent(value)}" for name, value in others)
+        text.append(("vs " + line)[:width] + "\n", Style(color=look.hex("compare")))
+        height -= 1
     rows = height - 1  # the last line numbers the steps
     scale = 5 if width - 5 >= steps else 0  # "100% " beside the bars when they still fit
     bar_w = max(1, (width - scale) // steps)
@@ -291,7 +298,6 @@ def accuracy_text(curve: Sequence[float], taken: int, ways: int, width: int, hei
     theta_style = Style(color=look.hex("before"))
     chance_style = Style(color=look.hex("trained"))
     columns = [bar_cells(v, rows, ascii_mode, "#") for v in curve]
-    text = Text(no_wrap=True, overflow="crop")
     for y in range(rows):
         if y:
             text.append("\n")
@@ -327,13 +333,17 @@ class AccuracyChart(_Drawn):
         super().__init__(ascii_mode=ascii_mode, present=present, id=id)
         self.data: tuple | None = None
 
-    def show(self, curve: Sequence[float], taken: int, ways: int) -> None:
-        data = (tuple(curve), taken, ways)
+    def show(self, curve: Sequence[float], taken: int, ways: int, others: Sequence[tuple[str, float]] = ()) -> None:
+        data = (tuple(curve), taken, ways, tuple(others))
         if data != self.data:
             self.data = data
             self.refresh()
 
     def render(self) -> Text:
-        text = Text("") if self.data is None else accuracy_text(*self.data, self.size.width, self.size.height, self.look, self.ascii_mode)
+        if self.data is None:
+            text = Text("")
+        else:
+            curve, taken, ways, others = self.data
+            text = accuracy_text(curve, taken, ways, self.size.width, self.size.height, self.look, self.ascii_mode, others)
         self.plain = text.plain
         return text

@@ -17,6 +17,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "task": (),
     "algorithm": (),
     "hidden": ("40,40", "80,80", "40,40,40", "20,20", "40"),
+    "ways": ("2", "3", "4", "5", "8", "10", "20"),  # classification only; at most the family's smallest split
     "shots": ("1", "2", "3", "5", "10", "20", "40"),
     "inner_lr": ("0.001", "0.003", "0.01", "0.03", "0.1", "0.3", "1", "3", "10"),
     "inner_steps": ("0", "1", "2", "3", "5", "10"),
@@ -24,7 +25,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "seed": tuple(str(n) for n in range(10)),
     "compare": ("off",),
 }
-LABELS = {"task": "task", "algorithm": "algorithm", "hidden": "model", "shots": "shots", "inner_lr": "inner lr",
+LABELS = {"task": "task", "algorithm": "algorithm", "hidden": "model", "ways": "ways", "shots": "shots", "inner_lr": "inner lr",
           "inner_steps": "inner steps", "meta_batch_size": "meta-batch", "seed": "seed", "compare": "compare"}
 
 
@@ -51,13 +52,16 @@ class SettingsPanel(Vertical):
         super().__init__(*args, **kwargs)
         self.choices = dict(CHOICES)
         self.catalog: dict = {}
-        self.kind = "regression"  # of the task family shown: which algorithms are offered
+        self.kind = "regression"  # of the task family shown: which algorithms are offered (and ways or not)
+        self.max_ways = max(int(w) for w in CHOICES["ways"])
 
     def compose(self) -> ComposeResult:
         # every select starts blank ("…"): no made-up value is shown, and none is reported as a
         # pick, until the run's own values arrive (from its preview or from the engine)
         for key, options in CHOICES.items():
-            with Horizontal(classes="setting"):
+            # the ways row is a classification family's: hidden while the family is regression
+            with Horizontal(classes="setting", id=f"row-{key}") as row:
+                row.display = key != "ways"
                 yield Label(LABELS[key])
                 yield Select([(o, o) for o in options], value=Select.NULL, allow_blank=True, prompt="…",
                              compact=True, type_to_search=False, id=f"setting-{key}")
@@ -69,15 +73,34 @@ class SettingsPanel(Vertical):
             self.query_one(f"#setting-{key}", Select).query_one(SelectOverlay).border_title = LABELS[key]
 
     def set_kind(self, kind: str) -> None:
-        """Offer the algorithms that run on a task family of ``kind`` ("regression" or "classification")."""
+        """Offer the algorithms that run on a task family of ``kind`` ("regression" or "classification"),
+        and the ways row on classification."""
         if kind != self.kind:
             self.kind = kind
+            self.query_one("#row-ways").display = kind == "classification"
             self.set_catalog(self.catalog)
+
+    def set_max_ways(self, most: int) -> None:
+        """Offer only the episode sizes the family's smallest split can fill (digits: 8 classes)."""
+        if most == self.max_ways:
+            return
+        self.max_ways = most
+        self.choices["ways"] = offered = self._ways_offered()
+        select = self.query_one("#setting-ways", Select)
+        with select.prevent(Select.Changed):
+            current = select.value
+            select.set_options([(o, o) for o in offered])
+            if current in offered:
+                select.value = current
+
+    def _ways_offered(self) -> tuple[str, ...]:
+        return tuple(w for w in CHOICES["ways"] if int(w) <= self.max_ways) or (str(self.max_ways),)
 
     def set_catalog(self, catalog: dict) -> None:
         """Offer the task families and algorithms the engine has."""
         self.catalog = catalog
         self.choices = choices_from(catalog, self.kind)
+        self.choices["ways"] = self._ways_offered()
         for key in CATALOG_KEYS:
             select = self.query_one(f"#setting-{key}", Select)
             with select.prevent(Select.Changed):
