@@ -64,6 +64,8 @@ ALGORITHMS: dict[str, Entry] = _entries(
     ("cavia", "engine.algorithms.cavia:CAVIA", "adapt context inputs only (Zintgraf et al. 2019)"),
     ("alphamaml", "engine.algorithms.alphamaml:AlphaMAML", "inner and outer rates by hypergradient descent (Behl et al. 2019)"),
     ("r2d2", "engine.algorithms.r2d2:R2D2", "closed-form ridge-regression head (Bertinetto et al. 2019)"),
+    ("imaml", "engine.algorithms.imaml:IMAML", "implicit gradients: a proximal inner loop, CG on Hessian-vector products (Rajeswaran et al. 2019)"),
+    ("hfmaml", "engine.algorithms.hfmaml:HFMAML", "Hessian-free MAML: Hessian-vector products by finite differences (Fallah et al. 2020)"),
     ("pretrain", "engine.algorithms.baselines:Pretrain", "baseline: one network on all tasks, fine-tuned"),
     ("scratch", "engine.algorithms.baselines:Scratch", "baseline: a random network, fine-tuned"),
     ("protonet", "engine.algorithms.protonet:ProtoNet", "prototypical networks: nearest class mean of embeddings (Snell et al. 2017)",

@@ -90,6 +90,7 @@ class OuterMetrics:
     outer_lr: float = 0.0  # the outer rate in force at this step
     backend: str = ""  # which backend computed the meta-gradient
     val_accuracy: float | None = None  # classification: accuracy on the fixed meta-validation episodes
+    diagnostics: dict[str, float] = field(default_factory=dict)  # the algorithm's own numbers (iMAML's CG residual)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,6 +228,7 @@ class MetaLearner:
             values = torch.stack([s.detach().float().reshape(()) for s in scalars]).tolist()
             learned = {name: float(value) if not isinstance(value, torch.Tensor) else float(value.detach().cpu().double().mean())
                        for name, value in self.algorithm.learned_values(self.params, self).items()}
+            diagnostics = {name: float(value.detach().double().mean()) for name, value in result.diagnostics.items()}
         n_layers, n_inner = len(layer_norms), len(result.inner_grad_norms)
         return OuterMetrics(
             step=self.step,
@@ -239,6 +241,7 @@ class MetaLearner:
             learned=learned,
             outer_lr=float(self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["scale"]),
             backend=result.backend,
+            diagnostics=diagnostics,
         )
 
     # -- state ----------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class MetaStep:
     query_loss_before: Tensor | None = None  # scalar: mean query loss at theta
     query_loss_after: Tensor | None = None  # scalar: mean query loss after the inner loop
     inner_grad_norms: list[Tensor] = field(default_factory=list)  # per inner step, scalar (task mean)
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)  # the algorithm's own numbers (iMAML's CG residual)
 
 
 @dataclass(frozen=True)
