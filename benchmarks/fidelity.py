@@ -23,16 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "cavia", "alphamaml", "r2d2", "pretrain", "scratch")
+ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "cavia", "alphamaml", "r2d2", "imaml", "hfmaml",
+              "pretrain", "scratch")
 PAPER = {"maml": (0.67, 0.38, 0.35), "pretrain": (2.41, 2.23, 2.19)}  # Finn et al. 2017, Table 2 (K = 5)
 SHOWN_STEPS = (1, 5, 10)
 
 
-def runs(seeds: list[int]) -> list[tuple[str, list[str]]]:
+def runs(seeds: list[int], algorithms=ALGORITHMS) -> list[tuple[str, list[str]]]:
     out = []
-    for algo in ALGORITHMS:
+    for algo in algorithms:
         out += [(f"{algo}-seed{seed}", ["--algo", algo, "--seed", str(seed)]) for seed in seeds]
-    out += [(f"maml-lr0.01-seed{seed}", ["--inner-lr", "0.01", "--seed", str(seed)]) for seed in seeds]
+    if "maml" in algorithms:
+        out += [(f"maml-lr0.01-seed{seed}", ["--inner-lr", "0.01", "--seed", str(seed)]) for seed in seeds]
     return out
 
 
@@ -76,9 +78,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "fidelity.json")
     parser.add_argument("--table", action="store_true", help="only render the table from --json")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                        help="train and evaluate only these; their rows replace theirs in --json, the others are kept")
     args = parser.parse_args()
     if not args.table:
-        planned = runs(args.seeds)
+        chosen = tuple(a for a in ALGORITHMS if a in args.algorithms.split(","))
+        planned = runs(args.seeds, chosen)
         args.out.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(args.jobs) as pool:
             for name, seconds, status in pool.map(lambda r: train(args.out, *r), planned):
@@ -91,6 +96,11 @@ def main() -> None:
             config = json.loads((Path(run["run"]) / "config.json").read_text())["config"]
             run["train_inner_steps"] = config["algo"]["inner_steps"]
             run["run"] = str(Path(run["run"]).relative_to(ROOT)) if Path(run["run"]).is_relative_to(ROOT) else run["run"]
+        if chosen != ALGORITHMS and args.json.is_file():  # a partial run: keep the other algorithms' rows
+            fresh = {Path(r["run"]).name for r in document["runs"]}
+            kept = [r for r in json.loads(args.json.read_text())["runs"] if Path(r["run"]).name not in fresh]
+            order = {name: i for i, (name, _) in enumerate(runs(args.seeds))}
+            document["runs"] = sorted(kept + document["runs"], key=lambda r: order.get(Path(r["run"]).name, len(order)))
         args.json.write_text(json.dumps(document, indent=1) + "\n")
     print(table(json.loads(args.json.read_text())))
 

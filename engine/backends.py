@@ -63,7 +63,7 @@ class ClosedForm(Backend):
     gradients = staticmethod(fast_mlp.mse_gradients)
 
     def refuses(self, model, loss, loop):
-        return fast_mlp.refuses(model, loss, loop)
+        return fast_mlp.refuses(model, loss, loop, proximal=True)
 
 
 class LowRank(Backend):

@@ -27,23 +27,24 @@ import functools
 import torch
 from torch import Tensor
 
-from engine.functional import InnerLoop, InnerResult, Rate, gradient_norm
+from engine.functional import InnerLoop, InnerResult, Proximal, Rate, gradient_norm
 from engine.losses import Loss, MeanSquaredError
 from engine.model import MLP, Model, Params
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")  # derivative expressible from the activation's output
 
 
-def refuses(model: Model, loss: Loss, loop: InnerLoop) -> str | None:
-    """Why the hand-derived MLP kernels cannot run ``loop`` (None when they can)."""
+def refuses(model: Model, loss: Loss, loop: InnerLoop, proximal: bool = False) -> str | None:
+    """Why the hand-derived MLP kernels cannot run ``loop`` (None when they can); with ``proximal``
+    an iMAML proximal term is accepted (:func:`mse_gradients` adds its gradient)."""
     if type(model) is not MLP:  # a subclass may change what forward computes (per-step state, say)
         return f"they are written for the plain MLP, not {type(model).__name__}"
     if model.activation not in ACTIVATIONS:
         return f"the {model.activation} activation has no hand-derived backward (relu, tanh and sigmoid do)"
     if type(loss) is not MeanSquaredError:  # a subclass may compute something else under the same name
         return f"they implement the mse loss, not {loss.name if type(loss).name != 'mse' else type(loss).__name__}"
-    if loop.regulariser is not None:
-        return "the inner loss has an extra term"
+    if loop.regulariser is not None and not (proximal and isinstance(loop.regulariser, Proximal)):
+        return "the inner loss has an extra term" + ("" if proximal else " (only the closed-form gradients add a proximal one)")
     return None
 
 
@@ -96,9 +97,31 @@ def mse_gradients(model: MLP, loss: Loss, params: Params, x: Tensor, y: Tensor, 
                     delta = torch.ops.aten.threshold_backward(back, inputs[i].detach(), 0)
                 else:
                     delta = _activation_backward(model, back, inputs[i])
+        proximal = loop.regulariser
+        if isinstance(proximal, Proximal):  # + lam * (phi - theta), the gradient of lam/2 ||phi - theta||^2
+            anchor = loop.anchor or {}
+            for n in proximal.names:
+                if n in grads:
+                    grads[n] = grads[n] + proximal.lam * (params[n] - anchor[n])
     if not create_graph:
         support, grads = support.detach(), {n: g.detach() for n, g in grads.items()}
     return support, grads
+
+
+def mse_hvp(model: MLP, params: Params, x: Tensor, y: Tensor, vectors: Params) -> Params:
+    """Per-task Hessian-vector products of the MSE w.r.t. the parameters named in ``vectors``: double
+    backward through :func:`mse_gradients` (its gradient is exact, so its derivative is the Hessian's
+    product; relu's second derivative is zero, as in autograd's own)."""
+    names = tuple(vectors)
+    tasks = x.shape[0]
+    loop = InnerLoop(names=names, rates=(), second_order=True)
+    with torch.enable_grad():
+        leaves = {n: model.per_task(n, params[n].detach(), tasks).clone().requires_grad_() for n in names}
+        merged = {**{n: v.detach() for n, v in params.items()}, **leaves}
+        _, grads = mse_gradients(model, MeanSquaredError(), merged, x, y, loop, 0, True)
+        inner = sum((grads[n] * vectors[n].detach()).sum() for n in names)
+        products = torch.autograd.grad(inner, [leaves[n] for n in names])
+    return {n: p.detach() for n, p in zip(names, products)}
 
 
 # -- low-rank adapted weights ---------------------------------------------------------------------

@@ -37,6 +37,19 @@ Regulariser = Callable[[Params, Params], Tensor]  # (adapted params of one task,
 
 
 @dataclass(frozen=True)
+class Proximal:
+    """The proximal term ``lam/2 * sum ||phi_n - theta_n||^2`` over ``names`` (iMAML's inner loss),
+    a :data:`Regulariser` whose form is known, so a hand-derived path can add its gradient
+    ``lam * (phi - theta)`` instead of refusing an opaque term."""
+
+    lam: float
+    names: tuple[str, ...]
+
+    def __call__(self, adapted: Params, theta: Params) -> Tensor:
+        return 0.5 * self.lam * sum((adapted[n] - theta[n]).pow(2).sum() for n in self.names)
+
+
+@dataclass(frozen=True)
 class InnerLoop:
     """One inner loop, as an algorithm asks for it."""
 

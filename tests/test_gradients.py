@@ -38,7 +38,7 @@ def core_problem(name, backend, steps, activation="relu", hidden=(8, 8)):
 
 
 def test_the_core_algorithms_are_the_registry_minus_those_with_their_own_meta_step():
-    assert set(CORE_ALGORITHMS) == set(engine.ALGORITHMS) - {"reptile", "r2d2", "pretrain", "scratch", "protonet"}
+    assert set(CORE_ALGORITHMS) == set(engine.ALGORITHMS) - {"reptile", "r2d2", "pretrain", "scratch", "protonet", "imaml", "hfmaml"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -15,7 +15,7 @@ import engine
 from engine import backends
 from engine.conv import Conv4
 from engine.functional import dense_adapt, dense_meta_loss, func_gradients, InnerLoop
-from engine.hessian import conjugate_gradient, dot, fd_hvp, hvp, hvp_double_backward, sharpness
+from engine.hessian import conjugate_gradient, dot, fd_hvp, func_hvp, hvp, hvp_double_backward, sharpness
 from engine.losses import CrossEntropy, MeanSquaredError
 from engine.tasks import make_task_family
 
@@ -85,6 +85,42 @@ def test_hessian_vector_products_at_per_task_parameters_through_the_conv_net():
         expected = dense_hessian(model, CrossEntropy(), per_task, x, y, t) @ flat(vectors, t)
         torch.testing.assert_close(flat(products, t), expected, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(flat(reference, t), expected, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_the_mlp_fast_path_hessian_vector_products_equal_the_general_path(activation):
+    """The hand-derived gradients' double backward (what hvp runs on an MLP with MSE) against
+    torch.func's jvp of grad, at shared and at per-task parameters."""
+    model = engine.MLP((7, 5), activation=activation)
+    assert backends.BACKENDS["closed_form"].refuses(model, MeanSquaredError(), InnerLoop(names=tuple(model.names), rates=())) is None
+    params = {n: v.double() for n, v in model.init(torch.Generator().manual_seed(0)).items()}
+    batch = make_task_family("sinusoid", dtype=torch.float64).sample(3, 6, 2, torch.Generator().manual_seed(1))
+    vectors = random_vectors(model, params, 3)
+    per_task = {n: v + 0.1 * vectors[n] for n, v in params.items()}
+    for at in (params, per_task):
+        fast = hvp(model, MeanSquaredError(), at, batch.x_support, batch.y_support, vectors)
+        general = func_hvp(model, MeanSquaredError(), at, batch.x_support, batch.y_support, vectors)
+        for name in model.names:
+            torch.testing.assert_close(fast[name], general[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("name", ["imaml", "hfmaml"])
+def test_imaml_and_hfmaml_compute_the_same_on_the_fast_and_the_general_path(name, activation):
+    """Their inner loops and products take the closed-form MLP path when they can (iMAML's proximal
+    term included); forcing torch.func must give the same meta-gradient."""
+    model = engine.MLP((8, 8), activation=activation)
+    params = {n: v.double() for n, v in model.init(torch.Generator().manual_seed(0)).items()}
+    batch = make_task_family("sinusoid", dtype=torch.float64).sample(4, 5, 5, torch.Generator().manual_seed(2))
+    results = {}
+    for backend in ("auto", "closed_form", "torch.func"):
+        algorithm = engine.make_algorithm(name, model, inner_lr=0.02, inner_steps=4, backend=backend)
+        results[backend] = algorithm.meta_step(params, batch)
+    assert "closed_form" in results["auto"].backend and "torch.func" in results["torch.func"].backend
+    for backend in ("auto", "closed_form"):
+        torch.testing.assert_close(results[backend].loss, results["torch.func"].loss, rtol=1e-12, atol=1e-14)
+        for key in model.names:
+            torch.testing.assert_close(results[backend].grads[key], results["torch.func"].grads[key], rtol=1e-8, atol=1e-11)
 
 
 def test_the_finite_difference_error_falls_as_r_squared_then_rises_with_round_off():

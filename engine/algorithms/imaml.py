@@ -22,7 +22,7 @@ import torch
 
 from engine import backends
 from engine.algorithms.base import Algorithm, MetaStep
-from engine.functional import InnerLoop, Regulariser, dense_adapt, func_gradients, task_losses
+from engine.functional import InnerLoop, Proximal, Regulariser, dense_adapt, func_gradients, task_losses
 from engine.hessian import conjugate_gradient, hvp
 from engine.model import Params
 from engine.tasks import TaskBatch
@@ -48,11 +48,7 @@ class IMAML(Algorithm):
     defaults = {"inner_lr": 0.001, "inner_steps": 10}
 
     def inner_regulariser(self, params: Params) -> Regulariser | None:
-        lam, names = self.options.lam, tuple(self.adapt_names())
-
-        def proximal(adapted: Params, theta: Params) -> torch.Tensor:
-            return 0.5 * lam * sum((adapted[n] - theta[n]).pow(2).sum() for n in names)
-        return proximal
+        return Proximal(self.options.lam, tuple(self.adapt_names()))
 
     def meta_step(self, params: Params, batch: TaskBatch, metrics: bool = False, progress: float = 0.0) -> MetaStep:
         tasks, lam = batch.num_tasks, self.options.lam
