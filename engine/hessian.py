@@ -120,25 +120,30 @@ def _axpy(alpha: Tensor, x: Vectors, y: Vectors) -> Vectors:
 
 
 def conjugate_gradient(apply: Callable[[Vectors], Vectors], b: Vectors, steps: int) -> tuple[Vectors, Tensor]:
-    """Solve ``A x = b`` per task with ``steps`` iterations of conjugate gradient from ``x = 0``;
-    ``A`` is given by its products (``apply``), symmetric and assumed positive definite. Returns
-    ``x`` and the per-task relative residual ``||b - A x|| / ||b||`` of the result."""
+    """Solve ``A x = b`` per task with up to ``steps`` iterations of conjugate gradient from ``x = 0``;
+    ``A`` is given by its products (``apply``) and symmetric. A task whose search direction meets
+    non-positive curvature (``d.A d <= 0``: ``A`` is not positive definite there, as ``I + H/lam``
+    is not when the Hessian has an eigenvalue below ``-lam``) stops where it is, as truncated
+    Newton-CG does (Steihaug 1983), instead of stepping along a direction that would blow up.
+    Returns ``x`` and the per-task relative residual ``||b - A x|| / ||b||`` of the result."""
     x = {n: torch.zeros_like(v) for n, v in b.items()}
     residual = {n: v.clone() for n, v in b.items()}
     direction = {n: v.clone() for n, v in b.items()}
     rr = dot(residual, residual)
     scale = rr.sqrt().clamp_min(torch.finfo(rr.dtype).tiny)
+    active = torch.ones_like(rr, dtype=torch.bool)
     for _ in range(steps):
-        if bool((rr.sqrt() <= torch.finfo(rr.dtype).eps * scale).all()):
-            break  # solved (to round-off) for every task
+        active = active & (rr.sqrt() > torch.finfo(rr.dtype).eps * scale)  # solved to round-off: done
+        if not bool(active.any()):
+            break
         product = apply(direction)
         curvature = dot(direction, product)
-        alpha = torch.where(curvature.abs() > 0, rr / torch.where(curvature == 0, torch.ones_like(curvature), curvature),
-                            torch.zeros_like(rr))
+        active = active & (curvature > 0)
+        alpha = torch.where(active, rr / torch.where(active, curvature, torch.ones_like(curvature)), torch.zeros_like(rr))
         x = _axpy(alpha, direction, x)
         residual = _axpy(-alpha, product, residual)
-        new_rr = dot(residual, residual)
-        beta = torch.where(rr > 0, new_rr / torch.where(rr == 0, torch.ones_like(rr), rr), torch.zeros_like(rr))
+        new_rr = torch.where(active, dot(residual, residual), rr)
+        beta = torch.where(active, new_rr / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
         direction = _axpy(beta, direction, residual)
         rr = new_rr
     exact = {n: b[n] - v for n, v in apply(x).items()} if steps else b

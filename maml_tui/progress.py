@@ -47,7 +47,8 @@ class TrainProgress:
             self.progress.update(
                 self.task, completed=event.step, speed=f"{event.its_per_second:,.0f} it/s",
                 losses=f"query {m.query_loss_before:.2f}→{m.query_loss_after:.2f}"
-                       + ("" if m.val_accuracy is None else f"  val acc {100 * m.val_accuracy:.1f}%"),
+                       + ("" if m.val_accuracy is None else f"  val acc {100 * m.val_accuracy:.1f}%")
+                       + "".join(f"  {name.replace('_', ' ')} {value:.2g}" for name, value in m.diagnostics.items()),
             )
         elif event.kind == "end" and self.task is not None:
             self.progress.update(self.task, completed=event.step)

@@ -257,3 +257,16 @@ def test_the_sharpness_is_the_largest_eigenvalue_of_the_dense_hessian():
         eigenvalues = torch.linalg.eigvalsh(dense_hessian(model, loss, params, batch.x_support, batch.y_support, t))
         top = eigenvalues[eigenvalues.abs().argmax()]
         assert float(found[t]) == pytest.approx(float(top), rel=1e-6)
+
+
+def test_conjugate_gradient_stops_a_task_at_non_positive_curvature_instead_of_blowing_up():
+    """I + H/lam with an eigenvalue of H below -lam is indefinite: plain CG can divide by a zero or
+    negative curvature and leave a residual far above 1. The solver stops that task where it was."""
+    matrices = torch.stack([torch.diag(torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64)),
+                            torch.diag(torch.tensor([1.0, -1.0, 1e-3], dtype=torch.float64))])
+    b = {"w": torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)}
+    solution, residual = conjugate_gradient(lambda v: {"w": torch.einsum("tij,tj->ti", matrices, v["w"])}, b, 10)
+    torch.testing.assert_close(solution["w"][0], torch.tensor([0.5, 1.0, 1 / 3], dtype=torch.float64))
+    assert float(residual[0]) < 1e-12
+    # task 1: b.A b = 0, non-positive curvature on the first direction: x stays at 0, residual 1
+    assert torch.equal(solution["w"][1], torch.zeros(3, dtype=torch.float64)) and float(residual[1]) == pytest.approx(1.0)
