@@ -190,6 +190,7 @@ class CostCell:
     saved_bytes: int | None = None  # autograd's saved tensors (hooks), None where they cannot run
     saved_note: str = ""
     cuda_peak_bytes: int | None = None
+    threads: int = 0  # torch threads the learner ran on (it picks 1 for small CPU workloads)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,7 +236,7 @@ def measure_cell(algorithm: str, inner_steps: int, seconds: float = 1.0, device:
             _sync(target)
             times.append(1000 * (time.perf_counter() - t0))
     return CostCell(algorithm, inner_steps, backend, statistics.median(times) if times else float("nan"), len(times),
-                    times, peak, saved, note, cuda_peak)
+                    times, peak, saved, note, cuda_peak, torch.get_num_threads())
 
 
 def run_cost(steps=STEPS, algorithms=ALGORITHMS, seconds: float = 1.0, device: str = "cpu", meta_batch_size: int = 25,

@@ -479,6 +479,53 @@ def _cost_grid(cost_steps: str | None, cost_algorithms: str | None) -> tuple[tup
     return steps, algorithms
 
 
+def _cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else the architecture."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.partition(':')[2].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cost_plot(steps, peaks: dict[str, list[int]], width: int = 100) -> str:
+    """The peak memory of each algorithm against inner steps, log-log, as plain text: one letter per
+    algorithm marks its line (no colour, so it reads the same in a terminal, a log and the README)."""
+    import re
+
+    import plotext
+
+    plotext.clear_figure()
+    plotext.plot_size(width, 22)
+    plotext.theme("clear")
+    used, values = set(), []
+    for algorithm, series in peaks.items():
+        marker = next((c.upper() for c in algorithm if c.isalpha() and c.upper() not in used), "*")
+        used.add(marker)
+        mib = [max(b, 1) / 2**20 for b in series]
+        values += mib
+        plotext.plot(list(steps), mib, label=algorithm, marker=marker)
+    if len(steps) > 1:
+        plotext.xscale("log")
+    plotext.yscale("log")
+    plotext.xticks(list(steps), [str(c) for c in steps])
+    low, high = min(values), max(values)
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if low * 0.95 <= t <= high * 1.05]
+    if len(ticks) < 2:
+        ticks = sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+    plotext.yticks(ticks, [f"{t:g}" for t in ticks])
+    plotext.title("peak MiB of one meta-gradient against inner steps (log-log)")
+    plotext.xlabel("inner steps")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", plotext.build())
+    plotext.clear_figure()
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
 def _mib(value: int | None) -> str:
     return "—" if value is None else f"{value / 2**20:.2f}"
 
@@ -497,9 +544,10 @@ def _bench_cost(steps, algorithms, seconds: float, target, meta_batch: int, out:
                          progress=lambda name, count: status.update(f"measuring {name}, {count} inner steps..."))
     by = {(c.algorithm, c.inner_steps): c for c in cells}
     on_cuda = target.type == "cuda"
-    name = torch.cuda.get_device_name(target) if on_cuda else (platform.processor() or platform.machine())
-    table = Table(title=f"ms per meta-iteration / peak MiB of one meta-gradient, against inner steps "
-                        f"({target}, sinusoid, 1-40-40-1, meta-batch {meta_batch}, 10 shots)", title_justify="left")
+    name = torch.cuda.get_device_name(target) if on_cuda else _cpu_name()
+    console.print(f"ms per meta-iteration / peak MiB of one meta-gradient on {target} "
+                  f"(sinusoid, MLP 1-40-40-1, meta-batch {meta_batch}, 10 shots, backend auto)", highlight=False)
+    table = Table()
     table.add_column("algorithm", justify="left")
     for count in steps:
         table.add_column(f"{count} step{'s' if count != 1 else ''}", justify="right")
@@ -513,23 +561,15 @@ def _bench_cost(steps, algorithms, seconds: float, target, meta_batch: int, out:
             row.append(text)
         table.add_row(algorithm, *row, end_section=True)
     console.print(table)
-    plotext.clear_figure()
-    plotext.plot_size(min(console.width, 100), 22)
-    plotext.theme("clear")
-    for algorithm in algorithms:
-        plotext.plot(list(steps), [max(by[(algorithm, c)].peak_bytes, 1) / 2**20 for c in steps], label=algorithm,
-                     marker="braille")
-    plotext.xscale("log")
-    plotext.yscale("log")
-    plotext.title("peak MiB of one meta-gradient against inner steps (log-log)")
-    plotext.xlabel("inner steps")
-    console.print(plotext.build(), markup=False, highlight=False)
+    console.print(cost_plot(steps, {a: [by[(a, c)].peak_bytes for c in steps] for a in algorithms}, min(console.width, 100)),
+                  markup=False, highlight=False, soft_wrap=True)
     console.print(f"peak: the allocator's peak above the start during one meta_step; time: median outer_step over "
-                  f"{seconds:g} s per cell. torch {torch.__version__}, {name}, {torch.get_num_threads()} threads",
+                  f"{seconds:g} s per cell. torch {torch.__version__}, {name}, "
+                  f"{'/'.join(str(t) for t in sorted({c.threads for c in cells}))} engine thread(s)",
                   highlight=False)
     if out is not None:
         document = {"command": "maml-tui bench --cost", "device": str(target), "device_name": name,
-                    "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "machine": {"platform": platform.platform(), "processor": _cpu_name(),
                                 "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},
                     "torch": torch.__version__,
                     "protocol": {"task": "sinusoid", "model": "mlp 1-40-40-1 relu", "loss": "mse", "meta_batch": meta_batch,
