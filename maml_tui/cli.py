@@ -390,12 +390,16 @@ def evaluate_runs(
 # -- bench ---------------------------------------------------------------------------------------
 @app.command()
 def bench(
-    seconds: Annotated[float, typer.Option(help="Seconds to time each implementation on each case, 0.05 to 3,600.")] = 3.0,
+    seconds: Annotated[Optional[float], typer.Option(help="Seconds to time each implementation on each case (each cell with --cost), 0.05 to 3,600 [default: 3; 1 with --cost].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch, 1 to 10,000.")] = 25,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file (a writable file, not a directory).")] = None,
+    cost: Annotated[bool, typer.Option("--cost", help="Measure time per meta-iteration and the memory of one meta-gradient against inner steps, per algorithm, instead.")] = False,
+    cost_steps: Annotated[Optional[str], typer.Option(help="With --cost: inner step counts, comma-separated, each 1 to 1,000 [default: 1,5,10,20,50,100].")] = None,
+    cost_algorithms: Annotated[Optional[str], typer.Option(help="With --cost: algorithms, comma-separated [default: maml,fomaml,reptile,imaml,hfmaml].")] = None,
 ) -> None:
-    """Meta-iterations per second: the engine against the plain per-task loop, side by side."""
+    """Meta-iterations per second: the engine against the plain per-task loop, side by side; with
+    --cost, time and memory against inner steps for MAML and its cheaper relatives."""
     import platform
 
     import torch
@@ -403,6 +407,8 @@ def bench(
     from engine.benchmark import run_benchmark
     from engine.trainer import resolve_device
 
+    if seconds is None:
+        seconds = 1.0 if cost else 3.0
     if not (math.isfinite(seconds) and 0.05 <= seconds <= 3600):
         fail(f"--seconds must be between 0.05 and 3600, got {seconds}")
     if not 1 <= meta_batch <= 10_000:
@@ -412,10 +418,17 @@ def bench(
         problem = _writable_file(out)
         if problem:
             fail(f"--out {out} {problem}")
+    if not cost and (cost_steps is not None or cost_algorithms is not None):
+        fail("--cost-steps and --cost-algorithms go with --cost")
+    if cost:
+        steps, algorithms = _cost_grid(cost_steps, cost_algorithms)
     try:
         target = resolve_device(device)
     except ValueError as error:
         fail(str(error))
+    if cost:
+        _bench_cost(steps, algorithms, seconds, target, meta_batch, out)
+        return
     with console.status("timing the engine and the plain loop..."):
         results = run_benchmark(seconds=seconds, device=str(target), meta_batch_size=meta_batch)
     from engine.backends import BACKENDS
@@ -438,6 +451,134 @@ def bench(
         document = {"device": str(target), "device_name": torch.cuda.get_device_name(target) if target.type == "cuda" else platform.processor() or platform.machine(),
                     "torch": torch.__version__, "meta_batch": meta_batch, "seconds": seconds,
                     "cases": [r.to_dict() for r in results]}
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(document, indent=2) + "\n")
+        except OSError as error:
+            fail(f"cannot write --out {out}: {error.strerror or error}")
+
+
+def _cost_grid(cost_steps: str | None, cost_algorithms: str | None) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The --cost grid from its two flags, or one sentence saying what is wrong."""
+    from engine import cost as engine_cost  # torch is imported already
+
+    steps = engine_cost.STEPS
+    if cost_steps is not None:
+        parts = [part.strip() for part in cost_steps.split(",")]
+        if not all(part.isdigit() and 1 <= int(part) <= engine_cost.MAX_STEPS for part in parts):
+            fail(f"--cost-steps must be comma-separated whole numbers from 1 to {engine_cost.MAX_STEPS:,}, got {cost_steps!r}")
+        steps = tuple(dict.fromkeys(int(part) for part in parts))
+    algorithms = engine_cost.ALGORITHMS
+    if cost_algorithms is not None:
+        names = [part.strip() for part in cost_algorithms.split(",")]
+        choices = [n for n in registry.regression_algorithms() if registry.ALGORITHMS[n].load().trainable]
+        unknown = next((n for n in names if n not in choices), None)
+        if unknown is not None:
+            fail(f"--cost-algorithms takes comma-separated names from {', '.join(choices)}; {unknown!r} is not one")
+        algorithms = tuple(dict.fromkeys(names))
+    return steps, algorithms
+
+
+def _cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else the architecture."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.partition(':')[2].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cost_plot(steps, peaks: dict[str, list[int]], width: int = 100) -> str:
+    """The peak memory of each algorithm against inner steps, log-log, as plain text: one letter per
+    algorithm marks its line (no colour, so it reads the same in a terminal, a log and the README)."""
+    import re
+
+    import plotext
+
+    plotext.clear_figure()
+    plotext.plot_size(width, 22)
+    plotext.theme("clear")
+    used, values = set(), []
+    for algorithm, series in peaks.items():
+        marker = next((c.upper() for c in algorithm if c.isalpha() and c.upper() not in used), "*")
+        used.add(marker)
+        mib = [max(b, 1) / 2**20 for b in series]
+        values += mib
+        plotext.plot(list(steps), mib, label=algorithm, marker=marker)
+    if len(steps) > 1:
+        plotext.xscale("log")
+    plotext.yscale("log")
+    plotext.xticks(list(steps), [str(c) for c in steps])
+    low, high = min(values), max(values)
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if low * 0.95 <= t <= high * 1.05]
+    if len(ticks) < 2:
+        ticks = sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+    plotext.yticks(ticks, [f"{t:g}" for t in ticks])
+    plotext.title("peak MiB of one meta-gradient against inner steps (log-log)")
+    plotext.xlabel("inner steps")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", plotext.build())
+    plotext.clear_figure()
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def _mib(value: int | None) -> str:
+    return "—" if value is None else f"{value / 2**20:.2f}"
+
+
+def _bench_cost(steps, algorithms, seconds: float, target, meta_batch: int, out: Path | None) -> None:
+    """``bench --cost``: render what ``engine.cost.run_cost`` measures (a table, a plot, the JSON)."""
+    import platform
+
+    import plotext
+    import torch
+
+    from engine.cost import run_cost
+
+    with console.status("measuring...") as status:
+        cells = run_cost(steps, algorithms, seconds=seconds, device=str(target), meta_batch_size=meta_batch,
+                         progress=lambda name, count: status.update(f"measuring {name}, {count} inner steps..."))
+    by = {(c.algorithm, c.inner_steps): c for c in cells}
+    on_cuda = target.type == "cuda"
+    name = torch.cuda.get_device_name(target) if on_cuda else _cpu_name()
+    console.print(f"ms per meta-iteration / peak MiB of one meta-gradient on {target} "
+                  f"(sinusoid, MLP 1-40-40-1, meta-batch {meta_batch}, 10 shots, backend auto)", highlight=False)
+    table = Table()
+    table.add_column("algorithm", justify="left")
+    for count in steps:
+        table.add_column(f"{count} step{'s' if count != 1 else ''}", justify="right")
+    for algorithm in algorithms:
+        row = []
+        for count in steps:
+            cell = by[(algorithm, count)]
+            text = f"{cell.ms_per_meta_it:,.1f} ms\n{_mib(cell.peak_bytes)} MiB"
+            if on_cuda:
+                text += f"\n{_mib(cell.cuda_peak_bytes)} cuda"
+            row.append(text)
+        table.add_row(algorithm, *row, end_section=True)
+    console.print(table)
+    console.print(cost_plot(steps, {a: [by[(a, c)].peak_bytes for c in steps] for a in algorithms}, min(console.width, 100)),
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"peak: the allocator's peak above the start during one meta_step; time: median outer_step over "
+                  f"{seconds:g} s per cell. torch {torch.__version__}, {name}, "
+                  f"{'/'.join(str(t) for t in sorted({c.threads for c in cells}))} engine thread(s)",
+                  highlight=False)
+    if out is not None:
+        document = {"command": "maml-tui bench --cost", "device": str(target), "device_name": name,
+                    "machine": {"platform": platform.platform(), "processor": _cpu_name(),
+                                "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},
+                    "torch": torch.__version__,
+                    "protocol": {"task": "sinusoid", "model": "mlp 1-40-40-1 relu", "loss": "mse", "meta_batch": meta_batch,
+                                 "shots": 10, "query": 10, "backend": "auto", "seconds_per_cell": seconds},
+                    "measures": {"ms_per_meta_it": "median wall time of MetaLearner.outer_step (sampling, meta-gradient, Adam)",
+                                 "peak_bytes": "allocator peak above the start during one algorithm.meta_step (torch.profiler memory records)",
+                                 "saved_bytes": "peak bytes autograd saved for backward (saved_tensors_hooks); None where torch.func refuses the hooks; the fused backend keeps its tensors on ctx, unseen",
+                                 "cuda_peak_bytes": "torch.cuda.max_memory_allocated delta around one meta_step; None off CUDA"},
+                    "steps": list(steps), "algorithms": list(algorithms), "cells": [c.to_dict() for c in cells]}
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(document, indent=2) + "\n")

@@ -10,8 +10,10 @@ formed from the right: ``v <- v - alpha H(theta_s) v`` for s = S-1, ..., 0, star
 ``v = grad L_q(theta_S)`` (one step: the lecture notes' ``(I - alpha H) grad L_q(theta')``). Here
 ``H(theta_s) v`` is ``||v|| (grad L_s(theta_s + r u) - grad L_s(theta_s - r u)) / 2r`` with
 ``u = v / ||v||``: ``r`` is a distance in parameter space (option ``r``, default 1e-3). Its error is
-``O(r^2)`` until round-off takes over at about ``eps / r``; nothing is differentiated through, so
-its memory is that of a few gradients, at any number of inner steps.
+``O(r^2)`` until round-off takes over at about ``eps / r``. Nothing is differentiated through, so
+no graph is kept; the backward sweep does need every ``theta_s``, one per task and inner step, so
+its memory grows by one copy of the parameters per task per step (``maml-tui bench --cost``: 172
+KiB a step on the default protocol, against MAML's 278).
 """
 
 from __future__ import annotations
