@@ -220,7 +220,12 @@ EVAL_FLAGS = {
 }
 BENCH_FLAGS = {
     "--seconds": real_outside(0.05, 3600.0, low_open=False), "--meta-batch": whole_outside(1, 10_000), "--device": DEVICES,
+    # bench --cost's grid: lists with a value out of range, not a number, empty, or a name that is no algorithm
+    "--cost-steps": st.one_of(st.builds(lambda v: f"1,{v}", whole_outside(1, 1_000)), st.sampled_from(["", ",", "1,,2", "x", "5;10"])),
+    "--cost-algorithms": st.one_of(WORDS.filter(lambda t: t.strip() not in ("maml", "fomaml", "reptile", "imaml", "hfmaml")),
+                                   st.sampled_from(["protonet", "scratch", "maml,", "maml,nope"])),
 }
+COST_FLAGS = {"--cost-steps", "--cost-algorithms"}
 NAMES = {"--task", "--algo", "--activation", "--init", "--backend"}
 
 
@@ -270,6 +275,8 @@ def test_eval_and_bench_flags_out_of_their_limits_are_refused(good_run, tmp_path
     value = data.draw(table[flag], label="value")
     before = digest(good_run)
     arguments = ["eval", str(good_run), "--tasks", "2"] if command == "eval" else ["bench", "--seconds", "0.05"]
+    if flag in COST_FLAGS:
+        arguments.append("--cost")  # refused for the value, not for a missing --cost
     result = CliRunner().invoke(app, [*arguments, flag, value])
     assert_one_sentence(result)
     assert digest(good_run) == before
