@@ -29,7 +29,7 @@ AUTOSAVE_SECONDS = 5.0  # training time between two automatic checkpoints of the
 MODEL_CHANGES = ("set_settings", "new_model", "load")  # commands after which the autosave is rewritten
 NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash", "batch_view", "gradient_view")  # what works while no model is open
 GRADIENT_SECONDS = 2.0  # while training, between two meta-gradient comparisons (only while that panel is open)
-SHARPNESS_SECONDS = 5.0  # while training, between two sharpness measurements (idle: on every change of task or theta)
+SHARPNESS_SECONDS = 10.0  # while training, between two sharpness measurements (idle: on every change of task or theta)
 
 def serve(commands, events, run: str | None = None, device: str = "auto", snapshot_rate: float = 4.0,
           quiet: bool = False, parent_pid: int | None = None, autosave: str | None = None,
