@@ -562,16 +562,61 @@ class ExplorerSession:
             self.companions[role] = learner
 
     # -- the picture ----------------------------------------------------------------------------
+    def view_batch(self) -> tuple[str, TaskBatch]:
+        """``("last", the last outer step's meta-batch)``, or before any (or after a change of shots)
+        ``("next", a meta-batch drawn like the next one)`` from a seeded stream of its own."""
+        batch = self.last_batch
+        if batch is not None and batch.x_support.shape[1] == self.config.train.shots:
+            return "last", batch
+        train = self.config.train
+        generator = torch.Generator(device=self.learner.device).manual_seed(20_011 + train.seed)
+        return "next", self.learner.family.sample(train.meta_batch_size, train.shots, train.query, generator)
+
+    def gradient_view(self) -> dict[str, Any]:
+        """The meta-gradient panel: on the meta-batch of :meth:`view_batch`, at the current theta, the
+        exact second-order MAML meta-gradient (the run's model, loss, inner rate and steps) and the
+        first-order, Reptile, iMAML and finite-difference ones, each with its cosine to the exact one,
+        norm ratio, time and peak saved-tensor bytes (:func:`engine.gradcompare.compare_meta_gradients`)."""
+        from engine.gradcompare import compare_meta_gradients
+
+        source, batch = self.view_batch()
+        learner, algo = self.learner, self.config.algo
+        params = learner.algorithm.model_params(learner.parameters())
+        start = time.perf_counter()
+        rows = compare_meta_gradients(learner.model, learner.family.loss, params, batch, algo.inner_lr, algo.inner_steps)
+        return {"step": learner.step, "batch_source": source, "tasks": batch.num_tasks, "task": self.config.task.name,
+                "run_algorithm": algo.name, "inner_lr": algo.inner_lr, "inner_steps": algo.inner_steps,
+                "rows": rows, "seconds": time.perf_counter() - start}
+
+    def sharpness_view(self) -> dict[str, Any]:
+        """``alpha * lambda_max`` of the current task's support loss: lambda_max (power iteration on
+        exact Hessian-vector products, :func:`engine.gradcompare.task_sharpness`) at theta and, when
+        inner steps were taken, at the adapted theta' after them; ``reason`` says why not (else "")."""
+        from engine.gradcompare import SHARPNESS_ITERATIONS, task_sharpness
+
+        learner, task, taken = self.learner, self.task, self.inner_steps_taken
+        view = {"step": learner.step, "task_number": self.task_number, "inner_steps_taken": taken,
+                "inner_lr": self.config.algo.inner_lr, "iterations": SHARPNESS_ITERATIONS,
+                "at_theta": math.nan, "at_adapted": math.nan, "reason": ""}
+        names = learner.algorithm.adapt_names()
+        try:
+            start = learner.algorithm.inner_start(learner.parameters(), 1)
+            view["at_theta"] = task_sharpness(learner.model, learner.family.loss, start, task.x_support, task.y_support, names, 0)
+            if taken:
+                history = self._adapt(learner, taken)
+                view["at_adapted"] = task_sharpness(learner.model, learner.family.loss, history.params[taken],
+                                                    task.x_support, task.y_support, names, taken)
+        except Exception as error:  # noqa: BLE001 - the indicator says why instead
+            text = str(error).strip().split("\n")[0] or type(error).__name__
+            view["reason"] = f"no Hessian-vector products through this model ({text})"
+        return view
+
     def batch_view(self, count: int) -> tuple[str, tuple[BatchTask, ...]]:
         """Up to ``count`` tasks of the last outer step's meta-batch (before any, of a meta-batch
         drawn like the next one), each fitted by theta and after the training's inner steps."""
         if self.classifies:
             return "", ()  # the small multiples draw curves; an episode has none
-        source, batch = "last", self.last_batch
-        if batch is None or batch.x_support.shape[1] != self.config.train.shots:
-            train = self.config.train
-            generator = torch.Generator(device=self.learner.device).manual_seed(20_011 + train.seed)
-            source, batch = "next", self.learner.family.sample(train.meta_batch_size, train.shots, train.query, generator)
+        source, batch = self.view_batch()
         count = min(count, batch.num_tasks)
         tasks = TaskBatch(batch.x_support[:count], batch.y_support[:count], batch.x_query[:count], batch.y_query[:count],
                           {k: v[:count] for k, v in batch.params.items()})

@@ -27,7 +27,9 @@ RELEASE_SECONDS = 30.0  # between two returns of freed heap pages to the system 
 RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
 AUTOSAVE_SECONDS = 5.0  # training time between two automatic checkpoints of the current model
 MODEL_CHANGES = ("set_settings", "new_model", "load")  # commands after which the autosave is rewritten
-NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash", "batch_view")  # what works while no model is open
+NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash", "batch_view", "gradient_view")  # what works while no model is open
+GRADIENT_SECONDS = 2.0  # while training, between two meta-gradient comparisons (only while that panel is open)
+SHARPNESS_SECONDS = 10.0  # while training, between two sharpness measurements (idle: on every change of task or theta)
 
 def serve(commands, events, run: str | None = None, device: str = "auto", snapshot_rate: float = 4.0,
           quiet: bool = False, parent_pid: int | None = None, autosave: str | None = None,
@@ -67,6 +69,12 @@ class Server:
         self.rate_window: list[tuple[float, int]] = []  # (time, step) for meta-it/s
         self.its_per_second = 0.0
         self.batch_count = 0  # tasks of the meta-batch each snapshot carries (the small multiples, when open)
+        self.gradients_open = False  # the meta-gradient panel is open: compare meta-gradients (else nothing is computed)
+        self.gradients_key: tuple | None = None  # what the last comparison was about
+        self.gradients_at = 0.0
+        self.sharpness_key: tuple | None = None  # what the last sharpness was about
+        self.sharpness_at = 0.0
+        self.computed = {"gradients": 0, "sharpness": 0}  # how many of each were computed (tests count them)
 
     def send(self, kind: str, **data: Any) -> None:
         self.events.put({"kind": kind, **data})
@@ -127,6 +135,7 @@ class Server:
             idle = not (self.running or self.steps_left)
             if self.dirty and (idle or self.urgent or now - self.last_sent >= self.interval):
                 self.send_snapshot()
+            self.send_views(idle)
             if now - self.released_at >= RELEASE_SECONDS:  # a long session's resident size stays flat
                 self.released_at = now
                 release_memory()
@@ -183,6 +192,9 @@ class Server:
                     self.send_notes()
             elif name == "batch_view":  # the small multiples: how many tasks of the meta-batch to send (0: none)
                 self.batch_count = max(0, min(int(arguments.get("count", 0)), 12))
+            elif name == "gradient_view":  # the meta-gradient panel opened (True) or closed (False)
+                self.gradients_open = bool(arguments.get("open", False))
+                self.gradients_key = None  # on opening: compare at once
             elif name == "snapshot":
                 pass
             elif name == "crash":  # a test hook: the engine process dies without a word
@@ -224,6 +236,34 @@ class Server:
             self.running, self.steps_left = False, 0
             self.send("error", message=_sentence(error), detail=traceback.format_exc(), fatal=False)
         self.dirty = True
+
+    def send_views(self, idle: bool) -> None:
+        """After the snapshot (so a key's answer is never held up by them): the sharpness of the
+        current task when the task or theta changed, and, while its panel is open, the meta-gradient
+        comparison when theta or the meta-batch changed; while training, each at most every
+        SHARPNESS_SECONDS / GRADIENT_SECONDS. Nothing runs for a closed panel."""
+        session = self.session
+        if session is None:
+            return
+        now = time.perf_counter()
+        learner = session.learner
+        base = (id(learner), learner.step, tuple(sorted(session.settings.items())))
+        key = (*base, session.task_number, session.inner_steps_taken, session.episode_split)
+        if key != self.sharpness_key and (idle or now - self.sharpness_at >= SHARPNESS_SECONDS):
+            self.sharpness_key, self.sharpness_at = key, now
+            self.computed["sharpness"] += 1
+            self.send_view("sharpness", session.sharpness_view)
+        key = (*base, id(session.last_batch))
+        if self.gradients_open and key != self.gradients_key and (idle or now - self.gradients_at >= GRADIENT_SECONDS):
+            self.gradients_key, self.gradients_at = key, now
+            self.computed["gradients"] += 1
+            self.send_view("gradients", session.gradient_view)
+
+    def send_view(self, kind: str, compute) -> None:
+        try:
+            self.send(kind, view=compute())
+        except Exception as error:  # a panel's numbers are never a reason to stop training
+            self.send(kind, view={"error": _sentence(error)})
 
     def keep_safe(self, changed: bool = True) -> None:
         """Autosave the current model (atomically); after training, only if it trained since."""

@@ -894,3 +894,45 @@ async def test_digits_in_ascii_mode_draw_shades_with_characters():
         text = main.query_one(EpisodeView).plain
         assert all(ord(ch) < 128 for ch in text) and "@" in text and "#" in text
         assert len(main.snapshot["classification"]["query"]) == 10 and text.count("is ") == 10  # all fit at 160x48
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+async def test_g_compares_the_meta_gradients_live_and_the_fit_shows_the_sharpness(size):
+    from maml_tui.screens import GradientScreen
+    from maml_tui.widgets import InnerCurveChart
+
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        main = await ready(pilot)
+        chart = main.query_one(InnerCurveChart)
+        await until(pilot, lambda: "α·λmax" in str(chart.border_subtitle), what="the sharpness indicator")
+        assert main.sharpness["reason"] == "" and main.sharpness["at_theta"] > 0
+        await pilot.press("i")
+        await until(pilot, lambda: "→" in str(chart.border_subtitle), what="the sharpness at θ′ too")
+        assert main.gradients is None  # nothing was compared while the panel was closed
+        await pilot.press("g")
+        assert isinstance(app.screen, GradientScreen)
+        await until(pilot, lambda: main.gradients is not None, what="the engine's meta-gradient comparison")
+        await pilot.pause(0.4)
+        screen = app.screen
+        table = str(screen.query_one("#gradient-table").render())
+        lines = table.splitlines()
+        assert len(lines) == 6 and "cosine" in lines[0]
+        for line, label in zip(lines[1:], ("exact MAML", "first-order", "Reptile", "iMAML", "Hessian-free")):
+            assert line.startswith(label) and any(ch.isdigit() for ch in line[26:]), line
+        assert lines[1].split()[4:6] == ["1", "1"]  # the exact one against itself: cosine 1, norm ratio 1
+        assert "no outer step yet" in str(screen.query_one("#gradient-title").render())
+        sharpness = str(screen.query_one("#gradient-sharpness").render())
+        assert "α·λ_max" in sharpness and "at θ′ after 1 step" in sharpness and "2" in sharpness
+        assert "cosine" in str(screen.query_one("#gradient-explain").render())
+        await pilot.press("o")  # trains from here: the comparison follows the new theta and meta-batch
+        await until(pilot, lambda: main.gradients is not None and main.gradients["step"] == 70_001, what="a fresh comparison")
+        await pilot.pause(0.4)
+        assert "outer step 70,001" in str(screen.query_one("#gradient-title").render())
+        await pilot.press("escape")
+        assert app.screen is main
+        main.gradients = None
+        await pilot.press("o")
+        await settled(pilot, main, lambda s: s["step"] == 70_002, "an outer step with the panel closed")
+        await pilot.pause(0.3)
+        assert main.gradients is None  # closed: the engine compares nothing

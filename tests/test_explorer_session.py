@@ -460,3 +460,120 @@ def test_omniglot_images_are_sent_pooled_to_14_pixels(tmp_path, monkeypatch):
     assert len(image) == 14 and len(image[0]) == 14
     pooled = torch.nn.functional.avg_pool2d(session.task.x_support[0, 0], 2)[0]
     assert torch.allclose(torch.tensor(image), pooled, atol=1e-3)
+
+
+# -- the meta-gradient panel and the sharpness indicator (issue 10) -------------------------------
+def test_the_meta_gradient_panel_compares_every_estimate_with_the_exact_one_on_the_same_batch():
+    from engine import make_algorithm
+
+    session = ExplorerSession.open(config=small_config(inner_lr=0.01), device="cpu")
+    view = session.gradient_view()
+    assert view["batch_source"] == "next" and view["step"] == 0
+    session.outer_steps(2)
+    view = session.gradient_view()
+    assert view["batch_source"] == "last" and view["step"] == 2 and view["tasks"] == 4
+    rows = {r["algorithm"]: r for r in view["rows"]}
+    assert list(rows) == ["maml", "fomaml", "reptile", "imaml", "hfmaml"]
+    assert all(r["reason"] == "" for r in rows.values()), rows
+    exact = rows["maml"]
+    assert math.isclose(exact["cosine"], 1.0, rel_tol=1e-9) and exact["norm_ratio"] == 1.0
+    # an independent answer: fomaml's meta-gradient straight from the algorithm, on the same batch
+    learner, batch = session.learner, session.last_batch
+    params = learner.parameters()
+
+    def flat(name):
+        algorithm = make_algorithm(name, learner.model, inner_lr=0.01, inner_steps=1, loss=learner.family.loss)
+        grads = algorithm.meta_gradient(params, batch)[1]
+        return torch.cat([grads[n].reshape(-1).double() for n in params])
+
+    g, reference = flat("fomaml"), flat("maml")
+    cosine = float(g @ reference / (g.norm() * reference.norm()))
+    assert math.isclose(rows["fomaml"]["cosine"], cosine, rel_tol=1e-6, abs_tol=1e-7)
+    assert math.isclose(rows["fomaml"]["norm_ratio"], float(g.norm() / reference.norm()), rel_tol=1e-6)
+    assert math.isclose(exact["norm"], float(reference.norm()), rel_tol=1e-6)
+    for row in rows.values():
+        assert row["seconds"] > 0 and -1 - 1e-9 <= row["cosine"] <= 1 + 1e-9
+    # autograd saved tensors for the second-order graph, more than for the first-order one; Reptile
+    # and the finite differences differentiate nothing; iMAML's torch.func products cannot be seen
+    assert exact["saved_bytes"] > rows["fomaml"]["saved_bytes"] > 0
+    assert rows["reptile"]["saved_bytes"] == rows["hfmaml"]["saved_bytes"] == 0
+    assert rows["imaml"]["saved_bytes"] is None
+    # looking does not train
+    assert session.learner.step == 2 and all(torch.equal(v, params[n]) for n, v in session.learner.parameters().items())
+
+
+def test_the_saved_tensor_meter_counts_a_storage_once_and_releases_it():
+    from engine.gradcompare import SavedTensorMeter
+
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        y = x.exp()  # saves its output (4000 bytes)
+        z = (y * y).sum()  # saves y twice: the same storage, counted once
+        assert meter.current == meter.peak == 4000
+        z.backward()  # frees the graph's saved tensors
+        assert meter.current == 0
+        y = x.exp()
+        del y  # a graph dropped without a backward releases them too (no reference cycle)
+    assert meter.current == 0 and meter.peak == 4000
+
+
+def test_the_sharpness_is_the_hessians_top_eigenvalue_of_the_current_tasks_support_loss(shipped):
+    from engine.hessian import sharpness
+
+    shipped.reset_adaptation()
+    shipped.inner_step()
+    view = shipped.sharpness_view()
+    learner, task = shipped.learner, shipped.task
+    names = learner.algorithm.adapt_names()
+    expected = sharpness(learner.model, learner.family.loss, learner.parameters(), task.x_support, task.y_support,
+                         names, 20, torch.Generator().manual_seed(0))
+    assert view["reason"] == "" and view["iterations"] == 20 and view["inner_steps_taken"] == 1
+    assert math.isclose(view["at_theta"], float(expected[0]), rel_tol=1e-5)
+    adapted = learner.algorithm.adapt(learner.parameters(), task.x_support, task.y_support, 1).params[1]
+    expected = sharpness(learner.model, learner.family.loss, adapted, task.x_support, task.y_support,
+                         names, 20, torch.Generator().manual_seed(0))
+    assert math.isclose(view["at_adapted"], float(expected[0]), rel_tol=1e-5)
+    assert view["inner_lr"] == 0.001 and view["at_theta"] > 0
+    shipped.reset_adaptation()
+    assert math.isnan(shipped.sharpness_view()["at_adapted"])
+
+
+def test_the_sharpness_works_through_the_conv_net_of_a_classification_run():
+    session = digits_session()
+    view = session.sharpness_view()
+    assert view["reason"] == "" and math.isfinite(view["at_theta"]), view
+    rows = {r["algorithm"]: r for r in session.gradient_view()["rows"]}
+    assert math.isclose(rows["maml"]["cosine"], 1.0, rel_tol=1e-6)
+    assert all(r["reason"] or math.isfinite(r["cosine"]) for r in rows.values())
+
+
+def test_the_engine_computes_the_meta_gradients_only_while_their_panel_is_open():
+    from engine.explorer_server import Server
+
+    commands, events = queue.Queue(), queue.Queue()
+    server = Server(commands, events, None, "cpu", 4.0, None)
+    server.session = ExplorerSession.open(config=small_config(), device="cpu")
+    drained = lambda: [e["kind"] for e in iter(lambda: events.get_nowait() if not events.empty() else None, None)]  # noqa: E731
+    for _ in range(3):
+        server.handle(("outer_steps", {"count": 2}))
+        while server.steps_left:
+            server.train_chunk()
+        server.send_snapshot()
+        server.send_views(idle=True)
+    kinds = drained()
+    assert "gradients" not in kinds and server.computed["gradients"] == 0
+    assert kinds.count("sharpness") == 3  # theta changed three times: the indicator follows it
+    server.send_views(idle=True)
+    assert "sharpness" not in drained()  # nothing changed, nothing computed
+    server.handle(("gradient_view", {"open": True}))
+    server.send_views(idle=True)
+    opened = [e for e in iter(lambda: events.get_nowait() if not events.empty() else None, None) if e["kind"] == "gradients"]
+    assert len(opened) == 1 and opened[0]["view"]["step"] == 6 and server.computed["gradients"] == 1
+    server.send_views(idle=True)
+    assert server.computed["gradients"] == 1  # the same theta and meta-batch: not again
+    server.handle(("gradient_view", {"open": False}))
+    server.handle(("outer_steps", {"count": 2}))
+    while server.steps_left:
+        server.train_chunk()
+    server.send_views(idle=True)
+    assert server.computed["gradients"] == 1

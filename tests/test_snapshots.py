@@ -1,7 +1,7 @@
 """Snapshot tests of the explorer's main screen and help screen at a fixed seed and size.
 
 The engine runs in a thread and opens the shipped checkpoint; the pictures wait for a fixed state
-(two inner steps on the first task) and show no timing-dependent text (meta-it/s reads "—" while
+(two inner steps on the first task, and the sharpness indicator about them) and show no timing-dependent text (meta-it/s reads "—" while
 paused). Update them with ``python -m pytest tests/test_snapshots.py --snapshot-update``.
 """
 
@@ -16,7 +16,9 @@ from maml_tui.engine_link import EngineLink
 async def _adapted_twice(pilot) -> None:
     main = pilot.app.main
     deadline = time.monotonic() + 30
-    while main.snapshot is None or main.snapshot["inner_steps_taken"] < 2:
+    # and the sharpness indicator (sent after the snapshot) about those two steps
+    while main.snapshot is None or main.snapshot["inner_steps_taken"] < 2 or (
+            main.sharpness is None or main.sharpness["inner_steps_taken"] != 2):
         if main.ready and main.snapshot["inner_steps_taken"] == 0 and not getattr(main, "_pressed", False):
             main._pressed = True
             await pilot.press("i", "i")

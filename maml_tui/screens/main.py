@@ -23,6 +23,7 @@ from engine.memory import release_memory  # torch-free
 from maml_tui.screens.algorithm import AlgorithmScreen
 from maml_tui.screens.batch import BatchScreen
 from maml_tui.screens.dialogs import ConfirmDialog, PathDialog, QuitDialog
+from maml_tui.screens.gradients import GradientScreen, compact_sharpness
 from maml_tui.screens.help import HelpScreen
 from maml_tui.screens.messages import MessagesScreen
 from maml_tui.widgets import AlgorithmPanel, FitPlot, GradientChart, InnerCurveChart, LossChart, SettingsPanel, StatusBar
@@ -109,6 +110,9 @@ class MainScreen(Screen):
                 tooltip="what the algorithm itself learns, live: MAML++'s rate per layer and step, CAVIA's context, Alpha-MAML's rates"),
         Binding("t", "batch_view", "Meta-batch", priority=True, show=False,
                 tooltip="small multiples: a few tasks of the meta-batch, each before and after its inner steps, live"),
+        Binding("g", "gradient_view", "Meta-gradient", priority=True, show=False,
+                tooltip="the exact second-order meta-gradient against first-order, Reptile, iMAML and finite differences "
+                        "on the meta-batch (cosine, norm ratio, time, memory), and the task's sharpness α·λmax, live"),
         Binding("u", "toggle_unseen", "Unseen classes", priority=True, show=False,
                 tooltip="classification: draw episodes from the unseen meta-test classes, or back from the meta-train ones (toggle)"),
         Binding("m", "new_model", "New model", priority=True, show=False, tooltip="start from a fresh random model (asks first)"),
@@ -147,6 +151,8 @@ class MainScreen(Screen):
         self.shown_settings: tuple | None = None
         self.remembered_source = ""  # the last opened run put among the recent ones
         self.view_restored = False  # the compare and baseline choices of the last launch are back
+        self.gradients: dict | None = None  # the engine's last meta-gradient comparison (while g's screen is open)
+        self.sharpness: dict | None = None  # the engine's last sharpness of the current task
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -254,6 +260,12 @@ class MainScreen(Screen):
                     self.fit_dirty = True
             elif kind == "records":
                 self.add_records(event["records"], event["reset"])
+            elif kind == "gradients":
+                self.gradients = event["view"]
+            elif kind == "sharpness":
+                self.sharpness = event["view"]
+                if self.snapshot is not None:
+                    self.draw_sharpness(self.snapshot)
             elif kind == "error":
                 self.running = self.quitting = False
                 self.set_message(event["message"], "error")
@@ -451,6 +463,10 @@ class MainScreen(Screen):
         title = next((t for t in ("query accuracy / inner step", "accuracy / inner step", "accuracy / step") if len(t) <= room), "acc")
         subtitle = next((t for t in (f"now {percent(accuracy[-1])} · chance {percent(chance)}", f"{percent(accuracy[-1])}, "
                                      f"chance {percent(chance)}") if len(t) <= room), percent(accuracy[-1]))
+        sharp = self.sharpness_text(snapshot)
+        plain = sharp.replace("[b red]", "").replace("[b]", "").replace("[/]", "")
+        if sharp and len(subtitle) + 3 + len(plain) <= room:
+            subtitle = f"{subtitle} · {sharp}"
         _border(chart, title=title, subtitle=subtitle)
 
     def draw_curves(self, snapshot: dict) -> None:
@@ -494,10 +510,33 @@ class MainScreen(Screen):
         names = [n for n in (learned[-1] if learned else {}) if "@" not in n and not n.startswith("lr.")]
         return {n: [r.get(n, float("nan")) for r in learned] for n in names[:4]}
 
+    def sharpness_text(self, snapshot: dict) -> str:
+        """The compact sharpness indicator (``α·λmax 2.75 → 1.9``) when it is about the task and theta on
+        screen, else ""."""
+        view = self.sharpness
+        if view is None or view.get("task_number") != snapshot["task_number"] or (
+                view.get("inner_steps_taken") != snapshot["inner_steps_taken"]):
+            return ""
+        return compact_sharpness(view)
+
+    def draw_sharpness(self, snapshot: dict) -> None:
+        """α·λmax beside the fit: under the curve of query loss per inner step (what repeating the step
+        does), or on classification under the accuracy per inner step."""
+        if snapshot.get("classification") is not None:
+            self.fit_dirty = True  # draw_episode puts it on the accuracy chart
+            return
+        self.draw_algorithm(snapshot)
+
     def draw_algorithm(self, snapshot: dict) -> None:
         view = snapshot.get("algorithm_view") or ()
         self.set_class(bool(view), "has-algorithm-view")
-        _border(self.query_one(InnerCurveChart), subtitle="a: what it learned" if view and not self.has_class("roomy") else "")
+        chart = self.query_one(InnerCurveChart)
+        hint = "a: what it learned" if view and not self.has_class("roomy") else ""
+        sharp = self.sharpness_text(snapshot) if snapshot.get("classification") is None else ""
+        room = (chart.outer_size.width or 32) - 6
+        visible = lambda markup: len(markup.replace("[b red]", "").replace("[b]", "").replace("[/]", ""))  # noqa: E731
+        choices = [t for t in (f"{sharp} · a: learned" if sharp and hint else "", sharp, hint) if t]
+        _border(chart, subtitle=next((t for t in choices if visible(t) <= room), ""))
         if view and self.has_class("roomy"):
             self.query_one(AlgorithmPanel).show(view, self.learned_history())
 
@@ -629,6 +668,14 @@ class MainScreen(Screen):
                              "main picture (n draws another)", "warning")
             return
         self.app.push_screen(BatchScreen(self, self.ascii_mode, self.present))
+
+    def action_gradient_view(self) -> None:
+        if self.snapshot is None or not self.ready:
+            self.send("the meta-gradient view", "snapshot")  # says why (starting, down) when it cannot
+            if self.snapshot is None and self.ready:
+                self.set_message("no model is open: l opens a run, m starts a new one")
+            return
+        self.app.push_screen(GradientScreen(self))
 
     def action_toggle_unseen(self) -> None:
         episode = self.snapshot.get("classification") if self.snapshot is not None else None
