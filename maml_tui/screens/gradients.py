@@ -4,8 +4,8 @@ the sharpness of the current task.
 On the meta-batch the last outer step trained on (before any, one drawn like the next), at the
 current theta, the engine computes the exact second-order MAML meta-gradient with the run's inner
 rate and steps, and the first-order, Reptile, iMAML and finite-difference ones; each row gives the
-cosine to the exact one, the norm ratio, the time it took and the peak bytes autograd saved for its
-backward. It refreshes at most every 2 s while training runs, and only while this screen is open.
+cosine to the exact one, the norm ratio, the time it took and the peak memory it allocated (the
+ruler of ``maml-tui bench --cost``). It refreshes at most every 2 s while training runs, and only while this screen is open.
 Below, ``alpha * lambda_max`` of the current task's support loss at theta and theta', with what it
 means. Escape, ``g`` or ``q`` goes back; space, ``o``, ``i`` and ``n`` act as on the main screen.
 """
@@ -23,8 +23,8 @@ from textual.widgets import Static
 EXPLAIN = (
     "[b]cosine[/b] 1 = the exact meta-gradient's direction (0: unrelated); [b]norm ratio[/b] 1 = its length. "
     "Exact MAML is (I − αH)∇L_query(θ′) per inner step; first order drops the Hessian H, so it differs where "
-    "α·H is not small; finite differences jump where a ReLU switches. [b]memory[/b]: peak bytes autograd "
-    "saved (—: torch.func hides them)."
+    "α·H is not small; finite differences jump where a ReLU switches. [b]memory[/b]: the peak the allocator "
+    "handed out while it ran, as maml-tui bench --cost measures it."
 )
 EDGE = (
     "A step of rate α on curvature λ scales the error by |1 − αλ|, above 1 past α·λ = 2. MAML learns an "
@@ -152,7 +152,7 @@ class GradientScreen(Screen[None]):
                 lines.append(f"{name:<{label}} [dim]{reason if len(reason) <= room else reason[:room - 1] + '…'}[/]")
                 continue
             lines.append(f"{name:<{label}} {number(row['cosine'], 3):>7} {number(row['norm_ratio'], 3):>10} "
-                         f"{duration(row['seconds']):>9} {size(row['saved_bytes']):>10}")
+                         f"{duration(row['seconds']):>9} {size(row['peak_bytes']):>10}")
         return "\n".join(lines)
 
     def action_run(self) -> None:
