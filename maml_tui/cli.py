@@ -390,13 +390,13 @@ def evaluate_runs(
 # -- bench ---------------------------------------------------------------------------------------
 @app.command()
 def bench(
-    seconds: Annotated[Optional[float], typer.Option(help="Seconds to time each implementation on each case (each cell with --cost), 0.05 to 3,600 [default: 3; 1 with --cost].")] = None,
+    seconds: Annotated[Optional[float], typer.Option(help="Seconds to time each implementation on each case (each cell with --cost), 0.05 to 3,600 (3 by default; 1 with --cost).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     meta_batch: Annotated[int, typer.Option(help="Tasks per meta-batch, 1 to 10,000.")] = 25,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file (a writable file, not a directory).")] = None,
     cost: Annotated[bool, typer.Option("--cost", help="Measure time per meta-iteration and the memory of one meta-gradient against inner steps, per algorithm, instead.")] = False,
-    cost_steps: Annotated[Optional[str], typer.Option(help="With --cost: inner step counts, comma-separated, each 1 to 1,000 [default: 1,5,10,20,50,100].")] = None,
-    cost_algorithms: Annotated[Optional[str], typer.Option(help="With --cost: algorithms, comma-separated [default: maml,fomaml,reptile,imaml,hfmaml].")] = None,
+    cost_steps: Annotated[Optional[str], typer.Option(help="With --cost: inner step counts, comma-separated, each 1 to 1,000 (by default 1,5,10,20,50,100).")] = None,
+    cost_algorithms: Annotated[Optional[str], typer.Option(help="With --cost: algorithms, comma-separated (by default maml,fomaml,reptile,imaml,hfmaml).")] = None,
 ) -> None:
     """Meta-iterations per second: the engine against the plain per-task loop, side by side; with
     --cost, time and memory against inner steps for MAML and its cheaper relatives."""
