@@ -576,7 +576,7 @@ class ExplorerSession:
         """The meta-gradient panel: on the meta-batch of :meth:`view_batch`, at the current theta, the
         exact second-order MAML meta-gradient (the run's model, loss, inner rate and steps) and the
         first-order, Reptile, iMAML and finite-difference ones, each with its cosine to the exact one,
-        norm ratio, time and peak saved-tensor bytes (:func:`engine.gradcompare.compare_meta_gradients`)."""
+        norm ratio, time and peak memory (:func:`engine.gradcompare.compare_meta_gradients`)."""
         from engine.gradcompare import compare_meta_gradients
 
         source, batch = self.view_batch()
