@@ -42,14 +42,24 @@ def cli() -> list[str]:
     return [sys.executable, "-m", "maml_tui"]
 
 
+def finished(run: Path) -> bool:
+    """Whether ``run`` trained all its outer steps (a checkpoint alone may be a run cut short)."""
+    try:
+        steps = json.loads((run / "config.json").read_text())["config"]["train"]["steps"]
+        last = (run / "metrics.jsonl").read_text().strip().splitlines()[-1]
+        return (run / "checkpoint.pt").is_file() and json.loads(last)["step"] >= steps
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
 def train(out: Path, name: str, flags: list[str]) -> tuple[str, float, str]:
     run = out / name
-    if (run / "checkpoint.pt").is_file():
+    if finished(run):
         return name, 0.0, "kept"
     start = time.perf_counter()
-    done = subprocess.run([*cli(), "train", "--out", str(run), "--quiet", "--device", "cpu", *flags],
-                          capture_output=True, text=True)
-    status = "trained" if done.returncode == 0 else f"failed: {done.stderr.strip()}"
+    command = ["train", "--resume", str(run)] if (run / "checkpoint.pt").is_file() else ["train", "--out", str(run), *flags]
+    done = subprocess.run([*cli(), *command, "--quiet", "--device", "cpu"], capture_output=True, text=True)
+    status = ("resumed" if command[1] == "--resume" else "trained") if done.returncode == 0 else f"failed: {done.stderr.strip()}"
     return name, time.perf_counter() - start, status
 
 
@@ -88,7 +98,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             for name, seconds, status in pool.map(lambda r: train(args.out, *r), planned):
                 print(f"{name:28s} {status} ({seconds:.0f} s)", flush=True)
-        names = [str(args.out / name) for name, _ in planned if (args.out / name / "checkpoint.pt").is_file()]
+        names = [str(args.out / name) for name, _ in planned if finished(args.out / name)]
         done = subprocess.run([*cli(), "eval", *names, "--shots", "5", "--steps", "10", "--json", "--device", "cpu"],
                               capture_output=True, text=True, check=True)
         document = json.loads(done.stdout)
