@@ -251,6 +251,17 @@ class Algorithm:
             else:
                 step.support_loss = task_losses(self.model, self.loss, detached, batch.x_support, batch.y_support, 0).mean()
 
+    def fill_plain_metrics(self, step: MetaStep, start: Params, batch: TaskBatch, support_losses, grad_norms) -> None:
+        """The metrics of a meta-step that differentiates nothing through its inner loop (Reptile,
+        iMAML, HF-MAML): the query loss after it is the step's loss; before it, at ``start``; the
+        support loss and gradient norms are those the inner loop recorded (per step, per task)."""
+        step.query_loss_after = step.loss
+        with torch.no_grad():
+            step.query_loss_before = task_losses(self.model, self.loss, start, batch.x_query, batch.y_query, 0).mean()
+            step.support_loss = (support_losses[0] if support_losses else
+                                 task_losses(self.model, self.loss, start, batch.x_support, batch.y_support, 0)).mean()
+        step.inner_grad_norms = [g.mean() for g in grad_norms]
+
     # -- adaptation (explorer, evaluation) ------------------------------------------------------
     def adapt(self, params: Params, x_support: Tensor, y_support: Tensor, steps: int | None = None,
               x_query: Tensor | None = None, y_query: Tensor | None = None, inner_lr: float | None = None,

@@ -24,7 +24,7 @@ import torch
 
 from engine import backends
 from engine.algorithms.base import Algorithm, MetaStep
-from engine.functional import InnerLoop, gradient_norm, sgd_update, task_losses
+from engine.functional import InnerLoop, gradient_norm, sgd_update
 from engine.hessian import fd_hvp, norm
 from engine.model import Params
 from engine.tasks import TaskBatch
@@ -79,13 +79,7 @@ class HFMAML(Algorithm):
             loss = query.mean()
         step = MetaStep(loss, grads, backend=f"{backend.name} (finite differences, r = {r:g})")
         if metrics:
-            step.query_loss_after = loss
-            with torch.no_grad():
-                start = self.inner_start(theta, tasks)
-                step.query_loss_before = task_losses(self.model, self.loss, start, batch.x_query, batch.y_query, 0).mean()
-                step.support_loss = (support_losses[0] if support_losses else
-                                     task_losses(self.model, self.loss, start, batch.x_support, batch.y_support, 0)).mean()
-            step.inner_grad_norms = [g.mean() for g in grad_norms]
+            self.fill_plain_metrics(step, self.inner_start(theta, tasks), batch, support_losses, grad_norms)
         return step
 
     def backend_choice(self, shots: int, progress: float = 0.0) -> str:

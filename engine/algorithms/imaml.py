@@ -22,7 +22,7 @@ import torch
 
 from engine import backends
 from engine.algorithms.base import Algorithm, MetaStep
-from engine.functional import InnerLoop, Proximal, Regulariser, dense_adapt, func_gradients, task_losses
+from engine.functional import InnerLoop, Proximal, Regulariser, dense_adapt, func_gradients
 from engine.hessian import conjugate_gradient, hvp
 from engine.model import Params
 from engine.tasks import TaskBatch
@@ -79,11 +79,7 @@ class IMAML(Algorithm):
         step = MetaStep(loss, grads, backend=f"{backend.name} inner loop, conjugate gradient on exact HVPs",
                         diagnostics={"cg_residual": residual.mean()})
         if metrics:
-            step.query_loss_after = loss
-            with torch.no_grad():
-                step.query_loss_before = task_losses(self.model, self.loss, start, batch.x_query, batch.y_query, 0).mean()
-            step.support_loss = history.support_loss[0].mean()
-            step.inner_grad_norms = [g.mean() for g in history.grad_norm]
+            self.fill_plain_metrics(step, start, batch, history.support_loss, history.grad_norm)
         return step
 
     def backend_choice(self, shots: int, progress: float = 0.0) -> str:

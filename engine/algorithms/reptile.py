@@ -46,12 +46,7 @@ class Reptile(Algorithm):
             loss = task_losses(self.model, self.loss, history.final_params, batch.x_query, batch.y_query, loop.steps).mean()
         step = MetaStep(loss, grads, backend=f"{backend.name} (no differentiation)")
         if metrics:
-            step.query_loss_after = loss
-            with torch.no_grad():
-                start = self.inner_start(theta, batch.num_tasks)
-                step.query_loss_before = task_losses(self.model, self.loss, start, batch.x_query, batch.y_query, 0).mean()
-            step.support_loss = history.support_loss[0].mean()
-            step.inner_grad_norms = [g.mean() for g in history.grad_norm]
+            self.fill_plain_metrics(step, self.inner_start(theta, batch.num_tasks), batch, history.support_loss, history.grad_norm)
         return step
 
     def backend_choice(self, shots: int, progress: float = 0.0) -> str:
