@@ -595,7 +595,7 @@ def test_the_keys_line_fits_its_width_and_keeps_help_and_quit():
             assert Text.from_markup(line).cell_len <= width, (state, width)
             assert shown[-2:] == ["?", "q"]
     wide = keys_line("ready", 199)[1]
-    for key in ("space", "i", "n", "o", "c", "p", "s", "l", "P", "m", "N", "^p"):
+    for key in ("space", "i", "n", "o", "c", "p", "s", "l", "P", "t", "a", "g", "m", "N", "^p"):
         assert key in wide, key  # compare, baseline, save, open, open-baseline and palette all visible
     assert keys_line("starting", 199)[1] == ["N", "^p", "?", "q"]
     assert "R" in keys_line("down", 79)[1] and "i" not in keys_line("down", 199)[1]

@@ -18,7 +18,8 @@ READY = [("space", "toggle_run", "run", "run"), ("i", "inner_step", "inner step"
          ("r", "reset_adaptation", "reset", "reset"), ("c", "cycle_compare", "compare", "cmp"),
          ("p", "toggle_baseline", "baseline", "base"), ("s", "save", "save", "save"), ("l", "open_run", "open", "open"),
          ("P", "open_baseline", "open baseline", "base run"),
-         ("t", "batch_view", "meta-batch", "batch"), ("a", "algorithm_view", "algorithm", "algo"), ("b", "outer_burst", "burst", "burst"),
+         ("t", "batch_view", "meta-batch", "batch"), ("a", "algorithm_view", "algorithm", "algo"),
+         ("g", "gradient_view", "meta-gradient", "grad"), ("b", "outer_burst", "burst", "burst"),
          ("m", "new_model", "new model", "new"), ("N", "messages", "messages", "msgs"),
          ("^p", "app.command_palette", "palette", "cmds")]
 RUNNING = [("space", "toggle_run", "pause", "pause"), *[k for k in READY[1:] if k[1] != "toggle_run"]]
