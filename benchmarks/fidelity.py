@@ -9,13 +9,15 @@ protocol at K = 5 (600 tasks, 0..10 inner steps; ``maml-tui eval --json``), writ
     python benchmarks/fidelity.py --out runs/fidelity --jobs 2          # about an hour on 2 cores
     python benchmarks/fidelity.py --table                               # re-render from the JSON
 
-Existing finished runs in ``--out`` are kept and not retrained.
+Existing finished runs in ``--out`` are kept and not retrained. A run whose training diverges is
+not retried: it is evaluated at the last good checkpoint the trainer kept, and its row says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -52,14 +54,33 @@ def finished(run: Path) -> bool:
         return False
 
 
+DIVERGED = "fidelity-diverged.json"  # written into a run whose training diverged: it is evaluated at its last good checkpoint
+
+
+def diverged(run: Path) -> dict | None:
+    """``{"diverged_at": step, "checkpoint_step": step}`` for a run whose training diverged, else None."""
+    try:
+        return json.loads((run / DIVERGED).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def train(out: Path, name: str, flags: list[str]) -> tuple[str, float, str]:
     run = out / name
     if finished(run):
         return name, 0.0, "kept"
+    if diverged(run) is not None:
+        return name, 0.0, f"kept: its training diverged at outer step {diverged(run)['diverged_at']:,}"
     start = time.perf_counter()
     command = ["train", "--resume", str(run)] if (run / "checkpoint.pt").is_file() else ["train", "--out", str(run), *flags]
     done = subprocess.run([*cli(), *command, "--quiet", "--device", "cpu"], capture_output=True, text=True)
     status = ("resumed" if command[1] == "--resume" else "trained") if done.returncode == 0 else f"failed: {done.stderr.strip()}"
+    found = re.search(r"diverged at step (\d+)", done.stderr, re.IGNORECASE)
+    if done.returncode != 0 and found and (run / "checkpoint.pt").is_file():
+        import torch  # the step of the last good checkpoint, which the trainer kept
+
+        step = int(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["step"])
+        (run / DIVERGED).write_text(json.dumps({"diverged_at": int(found.group(1)), "checkpoint_step": step}) + "\n")
     return name, time.perf_counter() - start, status
 
 
@@ -76,7 +97,11 @@ def table(document: dict) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for run in document["runs"]:
         paper = PAPER.get(run["algorithm"], ()) if "lr0.01" not in run["run"] else PAPER["maml"]
-        lines.append(f"| {Path(run['run']).name} | {run['inner_lr']:g} | {run.get('train_inner_steps', '')} | "
+        name = Path(run["run"]).name
+        if run.get("training_diverged"):
+            lost = run["training_diverged"]
+            name += f" (training diverged at outer step {lost['diverged_at']:,}; its last good checkpoint, step {lost['checkpoint_step']:,})"
+        lines.append(f"| {name} | {run['inner_lr']:g} | {run.get('train_inner_steps', '')} | "
                      + " | ".join(cell(run, s) for s in SHOWN_STEPS) + f" | {' / '.join(map(str, paper))} |")
     return "\n".join(lines)
 
@@ -98,13 +123,17 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             for name, seconds, status in pool.map(lambda r: train(args.out, *r), planned):
                 print(f"{name:28s} {status} ({seconds:.0f} s)", flush=True)
-        names = [str(args.out / name) for name, _ in planned if finished(args.out / name)]
+        names = [str(args.out / name) for name, _ in planned if finished(args.out / name) or diverged(args.out / name)]
+        if not names:
+            parser.exit(1, "no run finished or left a checkpoint to evaluate\n")
         done = subprocess.run([*cli(), "eval", *names, "--shots", "5", "--steps", "10", "--json", "--device", "cpu"],
                               capture_output=True, text=True, check=True)
         document = json.loads(done.stdout)
         for run in document["runs"]:
             config = json.loads((Path(run["run"]) / "config.json").read_text())["config"]
             run["train_inner_steps"] = config["algo"]["inner_steps"]
+            if diverged(Path(run["run"])):
+                run["training_diverged"] = diverged(Path(run["run"]))
             run["run"] = str(Path(run["run"]).relative_to(ROOT)) if Path(run["run"]).is_relative_to(ROOT) else run["run"]
         if chosen != ALGORITHMS and args.json.is_file():  # a partial run: keep the other algorithms' rows
             fresh = {Path(r["run"]).name for r in document["runs"]}
