@@ -48,7 +48,8 @@ class IMAML(Algorithm):
     # the inner rate on the sinusoid protocol, measured: at MAML's 0.001 ten steps hardly move phi
     # (query MSE 5.46 -> 5.45 after 1,500 outer steps); at 0.01 meta-training sharpens theta until
     # ten steps blow up (all three seeds diverged, at outer steps 2,600-8,100); 0.003 trained 10,000
-    # outer steps without (query MSE 4.24 -> 0.92)
+    # outer steps without (query MSE 4.24 -> 0.92), but on the full 70,000-step protocol all three
+    # seeds diverged too, at 12,700, 17,700 and 50,500 (README, fidelity table: why)
     defaults = {"inner_lr": 0.003, "inner_steps": 10}
 
     def inner_regulariser(self, params: Params) -> Regulariser | None:
