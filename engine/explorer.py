@@ -636,10 +636,20 @@ class ExplorerSession:
             loss_before=float(losses_before[t]), loss_after=float(losses_after[t]),
         ) for t in range(count))
 
-    def snapshot(self) -> ExplorerSnapshot:
-        """The current state as plain numbers."""
+    def snapshot(self, full_curve: bool = True) -> ExplorerSnapshot:
+        """The current state as plain numbers.
+
+        With ``full_curve=False`` (the engine's snapshots while training, between two drawn
+        curves) a regression task without companions adapts only the steps taken and sends the
+        loss-per-inner-step curve of the last full snapshot of the same task and model: the
+        interface redraws that curve once a second while training, and the ten extra inner steps
+        were a third of what a snapshot cost."""
         taken = self.inner_steps_taken
-        steps = max(CURVE_STEPS, taken)
+        key = (id(self.learner), self.task_number)
+        cached = getattr(self, "_curve", None)
+        cheap = (not full_curve and not self.companions and not self.classifies and cached is not None
+                 and cached[0] == key and len(cached[1]) > taken)
+        steps = taken if cheap else max(CURVE_STEPS, taken)
         history = self._adapt(self.learner, steps)
         model = self.learner.model
         shown = dataclasses.replace(history, params=history.params[:taken + 1], support_loss=history.support_loss[:taken + 1],
@@ -673,7 +683,7 @@ class ExplorerSession:
             predictions=predictions,
             support_loss=tuple(float(v.mean()) for v in history.support_loss[:taken + 1]),
             query_loss=tuple(float(v.mean()) for v in history.query_loss[:taken + 1]),
-            curve=tuple(float(v.mean()) for v in history.query_loss),
+            curve=cached[1] if cheap else self._remember_curve(key, tuple(float(v.mean()) for v in history.query_loss)),
             inner_lr=self.config.algo.inner_lr,
             companions=tuple(companions),
             algorithm_view=view,
@@ -681,6 +691,10 @@ class ExplorerSession:
             unsaved_steps=self.unsaved_steps,
             **dict(zip(("batch_source", "batch_tasks"), self.batch_view(self.batch_count))) if self.batch_count else {},
         )
+
+    def _remember_curve(self, key: tuple, curve: tuple[float, ...]) -> tuple[float, ...]:
+        self._curve = (key, curve)
+        return curve
 
     def _classification_snapshot(self, history, view: tuple[dict, ...]) -> ExplorerSnapshot:
         """The snapshot of a classification episode: no curves, its images and probabilities instead."""

@@ -24,7 +24,8 @@ from engine.memory import release_memory
 
 CHUNK_SECONDS = 0.02  # training time between two looks at the command queue
 RELEASE_SECONDS = 30.0  # between two returns of freed heap pages to the system (engine.memory)
-RECORD_SECONDS = 0.1  # time between two measured (charted and checked) outer steps while training
+RECORD_SECONDS = 0.25  # time between two measured (charted and checked) outer steps while training
+CURVE_SECONDS = 1.0  # while training, between two snapshots that re-adapt the whole loss-per-inner-step curve
 AUTOSAVE_SECONDS = 5.0  # training time between two automatic checkpoints of the current model
 MODEL_CHANGES = ("set_settings", "new_model", "load")  # commands after which the autosave is rewritten
 NEED_NO_MODEL = ("load", "new_model", "snapshot", "crash", "batch_view", "gradient_view")  # what works while no model is open
@@ -65,6 +66,7 @@ class Server:
         self.dirty = True
         self.urgent = False
         self.last_sent = 0.0
+        self.curve_at = 0.0  # when a snapshot last carried a freshly adapted curve
         self.last_record = 0.0
         self.rate_window: list[tuple[float, int]] = []  # (time, step) for meta-it/s
         self.its_per_second = 0.0
@@ -313,7 +315,11 @@ class Server:
         self.send_records()
         busy = self.running or self.steps_left > 0
         self.session.batch_count = self.batch_count
-        self.send("snapshot", snapshot=self.session.snapshot().to_dict(), running=busy,
+        now = time.perf_counter()
+        full = not busy or self.urgent or now - self.curve_at >= CURVE_SECONDS
+        if full:
+            self.curve_at = now
+        self.send("snapshot", snapshot=self.session.snapshot(full_curve=full).to_dict(), running=busy,
                   its_per_second=self.its_per_second if busy else 0.0, memory=device_memory(self.session.learner.device))
         self.dirty = self.urgent = False
         self.last_sent = time.perf_counter()

@@ -75,6 +75,29 @@ def test_outer_steps_advance_and_record():
     assert math.isfinite(records[0].query_loss_after) and records[0].meta_grad_norm > 0
 
 
+def test_a_snapshot_between_two_drawn_curves_reuses_the_curve_and_nothing_else():
+    """While training, most snapshots adapt only the steps taken and carry the last full snapshot's
+    loss-per-inner-step curve; everything else is computed afresh, and a new task, a companion
+    or more steps than the remembered curve holds make it adapt the whole curve again."""
+    session = ExplorerSession.open(config=small_config(inner_lr=0.05), device="cpu")
+    session.inner_step()
+    full = session.snapshot().to_dict()
+    assert session.snapshot(full_curve=False).to_dict() == full  # same theta: the same snapshot
+    session.outer_steps(3)
+    fresh, cheap = session.snapshot().to_dict(), None
+    session._curve = (session._curve[0], tuple(full["curve"]))  # what the last full snapshot remembered
+    cheap = session.snapshot(full_curve=False).to_dict()
+    assert cheap["curve"] == full["curve"] != fresh["curve"]  # the remembered curve, not a new one
+    assert {k: v for k, v in cheap.items() if k != "curve"} == {k: v for k, v in fresh.items() if k != "curve"}
+    assert len(cheap["curve"]) == CURVE_STEPS + 1
+    session.new_task()
+    assert session.snapshot(full_curve=False).to_dict() == session.snapshot().to_dict()  # another task: adapted in full
+    for _ in range(CURVE_STEPS + 1):
+        session.inner_step()
+    longer = session.snapshot(full_curve=False)
+    assert len(longer.curve) == CURVE_STEPS + 2 and longer.curve == session.snapshot().curve
+
+
 def test_new_task_changes_the_task_and_resets_the_adaptation():
     session = ExplorerSession.open(config=small_config(), device="cpu")
     session.inner_step()
