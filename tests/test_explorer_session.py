@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import queue
@@ -251,6 +252,8 @@ def test_the_engine_loop_answers_commands_with_events():
     commands.put(("outer_steps", {"count": 3}))
     while (snapshot := wait_for("snapshot"))["snapshot"]["step"] < 70_003:
         pass
+    assert gc.get_freeze_count() > 10_000  # torch and the engine left out of full collections
+    gc.unfreeze()  # (in this test the engine shares the test process)
     commands.put(("set_settings", {"changes": {"shots": "0"}}))
     assert "shots" in wait_for("error")["message"]
     commands.put(("quit", {}))
