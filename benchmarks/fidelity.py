@@ -69,8 +69,8 @@ def train(out: Path, name: str, flags: list[str]) -> tuple[str, float, str]:
     run = out / name
     if finished(run):
         return name, 0.0, "kept"
-    if diverged(run) is not None:
-        return name, 0.0, f"kept: its training diverged at outer step {diverged(run)['diverged_at']:,}"
+    if (lost := diverged(run)) is not None:
+        return name, 0.0, f"kept: its training diverged at outer step {lost['diverged_at']:,}"
     start = time.perf_counter()
     command = ["train", "--resume", str(run)] if (run / "checkpoint.pt").is_file() else ["train", "--out", str(run), *flags]
     done = subprocess.run([*cli(), *command, "--quiet", "--device", "cpu"], capture_output=True, text=True)
@@ -132,8 +132,8 @@ def main() -> None:
         for run in document["runs"]:
             config = json.loads((Path(run["run"]) / "config.json").read_text())["config"]
             run["train_inner_steps"] = config["algo"]["inner_steps"]
-            if diverged(Path(run["run"])):
-                run["training_diverged"] = diverged(Path(run["run"]))
+            if (lost := diverged(Path(run["run"]))) is not None:
+                run["training_diverged"] = lost
             run["run"] = str(Path(run["run"]).relative_to(ROOT)) if Path(run["run"]).is_relative_to(ROOT) else run["run"]
         if chosen != ALGORITHMS and args.json.is_file():  # a partial run: keep the other algorithms' rows
             fresh = {Path(r["run"]).name for r in document["runs"]}

@@ -277,6 +277,7 @@ class ExplorerSession:
         self.companions: dict[str, MetaLearner] = {}
         self.last_batch = None  # the meta-batch of the last outer step (for the small multiples)
         self.batch_count = 0  # how many of its tasks each snapshot shows (0: none; the panel is closed)
+        self._curve: tuple[tuple, tuple[float, ...]] | None = None  # ((learner, task), curve) of the last full snapshot
         self.inner_steps_taken = 0
         self.task_number = 0
         self.episode_split = "train"  # classification: the explorer's episodes from the meta-train classes, or "test"
@@ -646,11 +647,13 @@ class ExplorerSession:
         were a third of what a snapshot cost."""
         taken = self.inner_steps_taken
         key = (id(self.learner), self.task_number)
-        cached = getattr(self, "_curve", None)
+        cached = self._curve
         cheap = (not full_curve and not self.companions and not self.classifies and cached is not None
                  and cached[0] == key and len(cached[1]) > taken)
         steps = taken if cheap else max(CURVE_STEPS, taken)
         history = self._adapt(self.learner, steps)
+        if not cheap:
+            self._curve = (key, tuple(float(v.mean()) for v in history.query_loss))
         model = self.learner.model
         shown = dataclasses.replace(history, params=history.params[:taken + 1], support_loss=history.support_loss[:taken + 1],
                                     query_loss=history.query_loss[:taken + 1], grad_norm=history.grad_norm[:taken + 1])
@@ -683,7 +686,7 @@ class ExplorerSession:
             predictions=predictions,
             support_loss=tuple(float(v.mean()) for v in history.support_loss[:taken + 1]),
             query_loss=tuple(float(v.mean()) for v in history.query_loss[:taken + 1]),
-            curve=cached[1] if cheap else self._remember_curve(key, tuple(float(v.mean()) for v in history.query_loss)),
+            curve=self._curve[1],
             inner_lr=self.config.algo.inner_lr,
             companions=tuple(companions),
             algorithm_view=view,
@@ -691,10 +694,6 @@ class ExplorerSession:
             unsaved_steps=self.unsaved_steps,
             **dict(zip(("batch_source", "batch_tasks"), self.batch_view(self.batch_count))) if self.batch_count else {},
         )
-
-    def _remember_curve(self, key: tuple, curve: tuple[float, ...]) -> tuple[float, ...]:
-        self._curve = (key, curve)
-        return curve
 
     def _classification_snapshot(self, history, view: tuple[dict, ...]) -> ExplorerSnapshot:
         """The snapshot of a classification episode: no curves, its images and probabilities instead."""
